@@ -1,0 +1,104 @@
+"""Pure blending: the tile weight window and the per-block accumulator.
+
+A pixel covered by several overlapping tiles gets the weighted mean of their class
+probabilities, ``sum(w_i * p_i) / sum(w_i)``. The weight window is flat in the tile's middle and
+falls smoothly (raised cosine) to nearly zero across the overlap at each edge, so a tile's
+least reliable pixels (its borders, where the network saw no context) count least and no seam
+can appear. Nodata pixels get weight 0; a pixel whose weights sum to 0 is nodata in the output.
+
+The accumulator covers only the block's *write* window, never the scene: memory is bounded by
+the block size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.grid import Window
+
+NODATA_CLASS = 255
+"""Class value written where the input is nodata."""
+
+
+def ramp(overlap: int) -> np.ndarray:
+    """Raised-cosine ramp of ``overlap`` values rising from near 0 to near 1 (never 0).
+
+    Examples
+    --------
+    >>> np.round(ramp(4), 3)
+    array([0.038, 0.309, 0.691, 0.962], dtype=float32)
+    """
+    x = (np.arange(overlap, dtype=np.float64) + 0.5) / overlap
+    return (0.5 - 0.5 * np.cos(np.pi * x)).astype(np.float32)
+
+
+def axis_weights(tile: int, overlap: int) -> np.ndarray:
+    """1-D weights along a tile: ramps of ``overlap`` pixels at both ends, 1 in between."""
+    weights = np.ones(tile, dtype=np.float32)
+    if overlap:
+        weights[:overlap] = ramp(overlap)
+        weights[-overlap:] = ramp(overlap)[::-1]
+    return weights
+
+
+def tile_weights(tile: int, overlap: int) -> np.ndarray:
+    """2-D weight window ``(tile, tile)``: the outer product of :func:`axis_weights`.
+
+    Strictly positive everywhere, so every valid pixel of the scene has a positive total weight.
+    """
+    w = axis_weights(tile, overlap)
+    return np.outer(w, w)
+
+
+@dataclass
+class BlockAccumulator:
+    """Weighted sums of class probabilities over one block's write window.
+
+    Parameters
+    ----------
+    window
+        The block's write window (scene coordinates).
+    num_classes
+        Number of probability channels the predictor returns.
+    """
+
+    window: Window
+    num_classes: int
+    scores: np.ndarray = field(init=False, repr=False)
+    weights: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        shape = (self.window.height, self.window.width)
+        self.scores = np.zeros((self.num_classes, *shape), dtype=np.float32)
+        self.weights = np.zeros(shape, dtype=np.float32)
+
+    def add(self, tile: Window, probs: np.ndarray, weight: np.ndarray) -> None:
+        """Add one tile's probabilities ``(K, T, T)`` with its weights ``(T, T)``.
+
+        ``tile`` is in scene coordinates; only its part inside the write window is used.
+        """
+        inside = tile.intersection(self.window)
+        if inside is None:
+            return
+        src = inside.relative_to(tile).slices()
+        dst = inside.relative_to(self.window).slices()
+        w = weight[src]
+        self.scores[(slice(None), *dst)] += probs[(slice(None), *src)] * w
+        self.weights[dst] += w
+
+    def probabilities(self) -> np.ndarray:
+        """Blended probabilities ``(K, H, W)``; NaN where no valid pixel contributed."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.scores / self.weights
+
+    def classes_and_confidence(self) -> tuple[np.ndarray, np.ndarray]:
+        """Arg-max classes and the winning probability in percent, both uint8 (nodata 255)."""
+        valid = self.weights > 0
+        classes = np.argmax(self.scores, axis=0).astype(np.uint8)
+        classes[~valid] = NODATA_CLASS
+        top = np.max(self.scores, axis=0) / np.where(valid, self.weights, 1.0)
+        confidence = np.clip(np.rint(top * 100.0), 0, 100).astype(np.uint8)
+        confidence[~valid] = NODATA_CLASS
+        return classes, confidence

@@ -1,0 +1,74 @@
+"""Atomic outputs: write to a temporary name beside the target, rename when complete.
+
+A failed run leaves nothing partial behind and never destroys an output that already existed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from geoseg.errors import InputFileNotFoundError, OutputExistsError
+
+
+def is_virtual_path(path: str | os.PathLike[str]) -> bool:
+    """True for GDAL virtual paths and URLs (``/vsicurl/...``, ``s3://...``) that are not local files.
+
+    Examples
+    --------
+    >>> is_virtual_path("/vsicurl/https://example.com/a.tif"), is_virtual_path("scene.tif")
+    (True, False)
+    """
+    text = os.fspath(path)
+    return text.startswith("/vsi") or "://" in text
+
+
+def require_file(path: str | os.PathLike[str], what: str = "file") -> None:
+    """Raise :class:`InputFileNotFoundError` when a local ``path`` does not exist."""
+    if not is_virtual_path(path) and not Path(path).exists():
+        raise InputFileNotFoundError(f"{path}: {what} not found; check the path")
+
+
+def check_writable(path: Path, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless ``overwrite`` is set."""
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A hidden, unique name in ``path``'s folder with the same suffix (same filesystem)."""
+    return path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a file (and GDAL side-cars such as ``.aux.xml``) if present."""
+    for candidate in (path, path.with_name(path.name + ".aux.xml")):
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it to ``path``, on error delete it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out.txt"
+    >>> with atomic_output(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    final = Path(path)
+    check_writable(final, overwrite)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        remove_quietly(tmp)

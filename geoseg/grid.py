@@ -1,0 +1,271 @@
+"""Pure pixel geometry: windows, the scene-wide tile grid and the block plan.
+
+Nothing here opens a file. Coordinates are pixel rows and columns of the scene; a window may
+reach outside the scene (negative offsets, or past the last row), which is how the reflect-padded
+margin around the scene is described.
+
+Why a *scene-wide* tile grid: every tile sits at a fixed position in the scene, whatever the block
+size. A block computes exactly the tiles that overlap its write window and blends them in the
+tiles' global order, so each output pixel is the same weighted sum of the same tiles in the same
+order for every block size. That makes the class raster byte-identical across block sizes and
+across executors (one process or many Dask workers).
+
+Examples
+--------
+>>> grid = TileGrid(height=1000, width=700, tile=256, overlap=32)
+>>> grid.row_starts[:3], grid.row_starts[-1]
+((-16, 208, 432), 760)
+>>> blocks = plan_blocks(grid, block_size=448)
+>>> [b.write for b in blocks][:2]
+[Window(row=0, col=0, height=448, width=448), Window(row=0, col=448, height=448, width=252)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+from geoseg.errors import InvalidInputError
+
+TILE_MULTIPLE = 32
+"""Tile sizes must be a multiple of this (the deepest encoder stride of SMP models)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A rectangle of pixels: offsets may be negative or reach past the scene.
+
+    Examples
+    --------
+    >>> Window(0, 0, 10, 10).intersection(Window(5, -3, 10, 10))
+    Window(row=5, col=0, height=5, width=7)
+    """
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def row_stop(self) -> int:
+        """One past the last row."""
+        return self.row + self.height
+
+    @property
+    def col_stop(self) -> int:
+        """One past the last column."""
+        return self.col + self.width
+
+    @property
+    def size(self) -> int:
+        """Number of pixels."""
+        return self.height * self.width
+
+    def slices(self) -> tuple[slice, slice]:
+        """Row and column slices, for indexing an array that starts at (0, 0)."""
+        return slice(self.row, self.row_stop), slice(self.col, self.col_stop)
+
+    def intersection(self, other: Window) -> Window | None:
+        """The overlap of two windows, or None when they do not overlap."""
+        row, col = max(self.row, other.row), max(self.col, other.col)
+        row_stop = min(self.row_stop, other.row_stop)
+        col_stop = min(self.col_stop, other.col_stop)
+        if row_stop <= row or col_stop <= col:
+            return None
+        return Window(row, col, row_stop - row, col_stop - col)
+
+    def relative_to(self, origin: Window) -> Window:
+        """This window in the coordinates of an array whose pixel (0, 0) is ``origin``'s corner."""
+        return Window(self.row - origin.row, self.col - origin.col, self.height, self.width)
+
+
+def axis_tile_starts(length: int, tile: int, stride: int, margin: int) -> tuple[int, ...]:
+    """Start offsets of the tiles covering ``[-margin, length + margin)`` along one axis.
+
+    Tiles step by ``stride``; the last tile is pulled back to end exactly at ``length + margin``
+    so no tile reaches further past the scene than the margin. A scene shorter than one tile gets
+    a single tile starting at ``-margin``.
+
+    Examples
+    --------
+    >>> axis_tile_starts(1000, 256, 224, 16)
+    (-16, 208, 432, 656, 760)
+    >>> axis_tile_starts(100, 256, 224, 16)
+    (-16,)
+    """
+    last = length + margin - tile
+    if last <= -margin:
+        return (-margin,)
+    starts = list(range(-margin, last, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return tuple(starts)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The scene-wide grid of overlapping model tiles.
+
+    Parameters
+    ----------
+    height, width
+        Scene size in pixels.
+    tile
+        Tile size in pixels; a multiple of 32.
+    overlap
+        Pixels shared by neighbouring tiles; blended with a smooth weight window.
+    margin
+        Reflect-padded pixels added around the scene so edge pixels are not at a tile's edge.
+        Defaults to half the overlap.
+    """
+
+    height: int
+    width: int
+    tile: int
+    overlap: int
+    margin: int = -1
+
+    def __post_init__(self) -> None:
+        check_tiling(self.tile, self.overlap)
+        if self.height < 1 or self.width < 1:
+            raise InvalidInputError(f"scene size must be positive, got {self.height} x {self.width}")
+        if self.margin < 0:
+            object.__setattr__(self, "margin", self.overlap // 2)
+
+    @property
+    def stride(self) -> int:
+        """Distance between the starts of neighbouring tiles."""
+        return self.tile - self.overlap
+
+    @cached_property
+    def row_starts(self) -> tuple[int, ...]:
+        """Start row of every tile row."""
+        return axis_tile_starts(self.height, self.tile, self.stride, self.margin)
+
+    @cached_property
+    def col_starts(self) -> tuple[int, ...]:
+        """Start column of every tile column."""
+        return axis_tile_starts(self.width, self.tile, self.stride, self.margin)
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles covering the scene."""
+        return len(self.row_starts) * len(self.col_starts)
+
+    @property
+    def scene(self) -> Window:
+        """The scene as a window."""
+        return Window(0, 0, self.height, self.width)
+
+
+def check_tiling(tile: int, overlap: int) -> None:
+    """Raise :class:`InvalidInputError` unless tile and overlap are usable."""
+    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
+        raise InvalidInputError(
+            f"tile size {tile} is not a positive multiple of {TILE_MULTIPLE}; "
+            f"use e.g. {max(TILE_MULTIPLE, round(tile / TILE_MULTIPLE) * TILE_MULTIPLE)}"
+        )
+    if overlap < 0 or overlap >= tile // 2:
+        raise InvalidInputError(
+            f"overlap {overlap} must be >= 0 and less than half the tile ({tile // 2})"
+        )
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of work: the pixels it writes and the tiles it must compute for them.
+
+    Attributes
+    ----------
+    row, col
+        Position of the block in the block plan (used as its id).
+    write
+        Scene pixels this block owns in the output.
+    extent
+        The union of the block's tiles; may reach into the reflect-padded margin.
+    read
+        ``extent`` clipped to the scene: the pixels to read from the raster.
+    tile_rows, tile_cols
+        Start offsets (scene coordinates) of the block's tiles, in global grid order.
+    """
+
+    row: int
+    col: int
+    write: Window
+    extent: Window
+    read: Window
+    tile_rows: tuple[int, ...]
+    tile_cols: tuple[int, ...]
+
+    @property
+    def id(self) -> str:
+        """A stable name, e.g. ``r0003_c0012``."""
+        return f"r{self.row:04d}_c{self.col:04d}"
+
+    @property
+    def pad(self) -> tuple[tuple[int, int], tuple[int, int]]:
+        """Reflect padding ``((top, bottom), (left, right))`` that turns ``read`` into ``extent``."""
+        return (
+            (self.read.row - self.extent.row, self.extent.row_stop - self.read.row_stop),
+            (self.read.col - self.extent.col, self.extent.col_stop - self.read.col_stop),
+        )
+
+    @property
+    def num_tiles(self) -> int:
+        """Number of tiles this block computes."""
+        return len(self.tile_rows) * len(self.tile_cols)
+
+    def tiles(self, tile: int) -> Iterator[Window]:
+        """The block's tiles in scene coordinates, row-major (the global blending order)."""
+        for row in self.tile_rows:
+            for col in self.tile_cols:
+                yield Window(row, col, tile, tile)
+
+
+def starts_overlapping(starts: tuple[int, ...], tile: int, lo: int, hi: int) -> tuple[int, ...]:
+    """The tile starts whose tiles ``[s, s + tile)`` overlap ``[lo, hi)``."""
+    return tuple(s for s in starts if s < hi and s + tile > lo)
+
+
+def make_block(grid: TileGrid, row: int, col: int, write: Window) -> Block:
+    """The block that writes ``write``: its tiles, their extent, and what to read."""
+    rows = starts_overlapping(grid.row_starts, grid.tile, write.row, write.row_stop)
+    cols = starts_overlapping(grid.col_starts, grid.tile, write.col, write.col_stop)
+    extent = Window(rows[0], cols[0], rows[-1] + grid.tile - rows[0], cols[-1] + grid.tile - cols[0])
+    read = extent.intersection(grid.scene)
+    assert read is not None  # the extent always covers the (non-empty) write window
+    return Block(row, col, write, extent, read, rows, cols)
+
+
+def default_block_size(tile: int, overlap: int, strides: int = 8) -> int:
+    """A block size of ``strides`` tile strides: few recomputed tiles, a few hundred MB of RAM.
+
+    Examples
+    --------
+    >>> default_block_size(512, 64)
+    3584
+    """
+    return (tile - overlap) * strides
+
+
+def plan_blocks(grid: TileGrid, block_size: int) -> list[Block]:
+    """Cut the scene into square blocks of ``block_size`` pixels (smaller at the right and bottom).
+
+    Any block size gives the same output; larger blocks recompute fewer boundary tiles but hold
+    more memory (about ``block_size**2 * (classes + 1) * 4`` bytes for the blend accumulator).
+    """
+    if block_size < 1:
+        raise InvalidInputError(f"block size must be positive, got {block_size}")
+    blocks = []
+    for i, row in enumerate(range(0, grid.height, block_size)):
+        for j, col in enumerate(range(0, grid.width, block_size)):
+            height = min(block_size, grid.height - row)
+            width = min(block_size, grid.width - col)
+            blocks.append(make_block(grid, i, j, Window(row, col, height, width)))
+    return blocks
+
+
+def computed_pixels(blocks: list[Block], tile: int) -> int:
+    """Pixels pushed through the model for a block plan (for the overlap-redundancy figure)."""
+    return sum(b.num_tiles for b in blocks) * tile * tile

@@ -1,0 +1,100 @@
+"""SMP architectures and encoders by name, and the factory that builds a network.
+
+Like SMP's own ``create_model``: a dict registry, one factory, errors that list valid choices.
+Encoders are always built with ``encoder_weights=None`` (nothing is downloaded); pretrained
+encoder weights can be loaded from a local file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+from typing import Any
+
+from geoseg.errors import ModelFileError, choice_error
+from geoseg.models._smp import smp
+
+
+@functools.cache
+def architectures() -> dict[str, type]:
+    """Lower-case architecture name -> SMP model class (``unet``, ``deeplabv3plus``, ...)."""
+    return {name.lower(): cls for name, cls in smp().MODEL_ARCHITECTURES_MAPPING.items()}
+
+
+@functools.cache
+def encoders() -> tuple[str, ...]:
+    """Every encoder name SMP knows."""
+    return tuple(smp().encoders.get_encoder_names())
+
+
+def check_arch(arch: str) -> str:
+    """Normalise an architecture name or raise listing the valid ones."""
+    key = arch.lower()
+    if key not in architectures():
+        raise choice_error("architecture", arch, list(architectures()))
+    return key
+
+
+def check_encoder(encoder: str) -> str:
+    """Return ``encoder`` or raise with the closest valid names."""
+    if encoder in encoders():
+        return encoder
+    close = difflib.get_close_matches(encoder, encoders(), n=8, cutoff=0.5)
+    raise choice_error("encoder", encoder, close or list(encoders()))
+
+
+def build_network(
+    arch: str,
+    encoder: str,
+    in_channels: int,
+    outputs: int,
+    encoder_weights_file: str | os.PathLike[str] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Build an SMP network with random weights (or a local pretrained encoder).
+
+    Parameters
+    ----------
+    arch, encoder
+        SMP names, e.g. ``unet`` and ``resnet34``.
+    in_channels
+        Number of input bands.
+    outputs
+        Output channels (classes, or 1 for binary).
+    encoder_weights_file
+        A local state dict for the encoder (``.safetensors`` or ``.pt`` / ``.pth``).
+
+    Examples
+    --------
+    >>> net = build_network("unet", "resnet18", in_channels=4, outputs=3)  # doctest: +SKIP
+    """
+    cls = architectures()[check_arch(arch)]
+    check_encoder(encoder)
+    try:
+        net = cls(
+            encoder_name=encoder,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=outputs,
+            **kwargs,
+        )
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelFileError(f"SMP cannot build {arch} with encoder {encoder}: {exc}") from exc
+    if encoder_weights_file is not None:
+        load_encoder_weights(net, encoder_weights_file)
+    return net
+
+
+def load_encoder_weights(net: Any, path: str | os.PathLike[str]) -> None:
+    """Load a local encoder state dict; raise naming the keys that do not fit."""
+    from geoseg.models.modelfile import read_state_dict
+
+    state = read_state_dict(path)
+    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    result = net.encoder.load_state_dict(state, strict=False)
+    if result.missing_keys and len(result.missing_keys) == len(net.encoder.state_dict()):
+        raise ModelFileError(
+            f"{path}: none of its keys match the encoder (e.g. {next(iter(state), '?')!r} vs "
+            f"{next(iter(net.encoder.state_dict()))!r}); is it for this encoder?"
+        )

@@ -1,0 +1,413 @@
+"""The only module that opens rasters.
+
+Three layers, as in rio-tiler: small functions that take an *open* rasterio dataset;
+:class:`SceneReader`, which owns opening and closing an input scene; and
+:class:`ClassRasterWriter`, the single writer of a class raster (and its optional confidence
+raster), which finishes as a Cloud-Optimized GeoTIFF renamed into place only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window as RioWindow
+
+from geoseg.blend import NODATA_CLASS
+from geoseg.errors import InvalidInputError, RasterReadError
+from geoseg.fileutil import check_writable, remove_quietly, require_file, temporary_sibling
+from geoseg.grid import Window
+
+SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
+GDAL_WRITE_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
+"""GDAL settings while writing: a bounded block cache keeps peak memory independent of scene size."""
+
+
+@dataclass(frozen=True)
+class RasterGrid:
+    """Size, georeferencing and pixel type of a raster (picklable; no open file)."""
+
+    width: int
+    height: int
+    crs: CRS | None
+    transform: Affine
+    dtype: str
+    count: int
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        """Pixel size ``(x, y)`` in CRS units."""
+        return abs(self.transform.a), abs(self.transform.e)
+
+    def window_transform(self, window: Window) -> Affine:
+        """The affine transform of ``window``'s top-left pixel."""
+        return self.transform * Affine.translation(window.col, window.row)
+
+
+def to_rio(window: Window) -> RioWindow:
+    """Convert a geoseg window to a rasterio window."""
+    return RioWindow(window.col, window.row, window.width, window.height)
+
+
+def open_dataset(path: str | os.PathLike[str]) -> DatasetReader:
+    """Open a raster for reading, turning GDAL failures into :class:`RasterReadError`."""
+    require_file(path, "raster")
+    try:
+        return rasterio.open(path)
+    except RasterioError as exc:
+        raise RasterReadError(f"{path}: GDAL cannot open it as a raster ({exc})") from exc
+
+
+def grid_of(ds: DatasetReader, bands: Sequence[int]) -> RasterGrid:
+    """The :class:`RasterGrid` of an open dataset restricted to ``bands``."""
+    return RasterGrid(ds.width, ds.height, ds.crs, ds.transform, ds.dtypes[bands[0] - 1], len(bands))
+
+
+def data_bands(ds: DatasetReader) -> list[int]:
+    """1-based indexes of the bands that carry data (every band except an alpha band)."""
+    return [i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha]
+
+
+def check_bands(ds: DatasetReader, bands: Sequence[int]) -> None:
+    """Raise when ``bands`` are out of range or of mixed or unsupported dtypes."""
+    bad = [b for b in bands if not 1 <= b <= ds.count]
+    if bad:
+        raise InvalidInputError(
+            f"{ds.name}: band(s) {bad} do not exist; the file has bands 1..{ds.count}"
+        )
+    dtypes = {ds.dtypes[b - 1] for b in bands}
+    if len(dtypes) > 1:
+        raise InvalidInputError(f"{ds.name}: selected bands mix dtypes {sorted(dtypes)}")
+    dtype = dtypes.pop()
+    if dtype not in SUPPORTED_DTYPES:
+        raise InvalidInputError(
+            f"{ds.name}: dtype {dtype} is not supported; use one of {', '.join(SUPPORTED_DTYPES)} "
+            "(e.g. gdal_translate -ot Float32)"
+        )
+
+
+def has_declared_mask(ds: DatasetReader) -> bool:
+    """True when the file declares nodata, an internal mask or an alpha band."""
+    from rasterio.enums import MaskFlags
+
+    return any(MaskFlags.all_valid not in flags for flags in ds.mask_flag_enums)
+
+
+def read_pixels(ds: DatasetReader, window: Window, bands: Sequence[int]) -> np.ndarray:
+    """Read ``bands`` inside ``window`` (which must lie inside the raster): ``(C, h, w)``."""
+    try:
+        return ds.read(list(bands), window=to_rio(window))
+    except RasterioError as exc:
+        raise RasterReadError(f"{ds.name}: read failed at {window} ({exc})") from exc
+
+
+def valid_mask(
+    ds: DatasetReader, window: Window, pixels: np.ndarray, nodata: float | None
+) -> np.ndarray:
+    """Boolean ``(h, w)`` mask of valid pixels.
+
+    With an explicit ``nodata`` value, a pixel is invalid when every band equals it. Otherwise
+    GDAL's dataset mask is used (nodata value, internal mask or alpha band). NaNs are always
+    invalid.
+    """
+    if nodata is not None:
+        valid = ~np.all(pixels == pixels.dtype.type(nodata), axis=0)
+    elif has_declared_mask(ds):
+        valid = ds.dataset_mask(window=to_rio(window)) > 0
+    else:
+        valid = np.ones(pixels.shape[1:], dtype=bool)
+    if pixels.dtype.kind == "f":
+        valid &= ~np.any(np.isnan(pixels), axis=0)
+    return valid
+
+
+def ground_sample_distance(grid: RasterGrid) -> float | None:
+    """Pixel size in metres (the mean of x and y); approximated at the scene centre if geographic."""
+    if grid.crs is None:
+        return None
+    xres, yres = grid.resolution
+    if grid.crs.is_geographic:
+        centre_lat = (grid.transform * (grid.width / 2, grid.height / 2))[1]
+        metres_per_degree = 111_320.0
+        return (xres * math.cos(math.radians(centre_lat)) + yres) / 2 * metres_per_degree
+    return (xres + yres) / 2 * grid.crs.linear_units_factor[1]
+
+
+class SceneReader:
+    """Owns an open input scene: band selection, nodata handling and windowed reads.
+
+    Parameters
+    ----------
+    path
+        Any raster GDAL opens: a local file, a VRT, or a virtual path such as ``/vsicurl/...``.
+    bands
+        1-based band indexes; default: every band except alpha.
+    nodata
+        Nodata value to use when the file declares none (e.g. a zero collar).
+
+    Examples
+    --------
+    >>> with SceneReader("scene.tif") as scene:  # doctest: +SKIP
+    ...     pixels, valid = scene.read(Window(0, 0, 256, 256))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        bands: Sequence[int] | None = None,
+        nodata: float | None = None,
+    ) -> None:
+        self.path = os.fspath(path)
+        self._ds = open_dataset(path)
+        try:
+            self.bands = list(bands) if bands else data_bands(self._ds)
+            check_bands(self._ds, self.bands)
+        except Exception:
+            self._ds.close()
+            raise
+        self.nodata = nodata
+        self.grid = grid_of(self._ds, self.bands)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels ``(C, h, w)`` in the file's dtype and the valid mask ``(h, w)`` of ``window``."""
+        pixels = read_pixels(self._ds, window, self.bands)
+        return pixels, valid_mask(self._ds, window, pixels, self.nodata)
+
+    def close(self) -> None:
+        """Close the dataset."""
+        self._ds.close()
+
+    def __enter__(self) -> SceneReader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def colormap_of(colors: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:
+    """A GDAL colour table: one RGBA entry per class, transparent black for nodata."""
+    table = {i: (int(c[0]), int(c[1]), int(c[2]), 255) for i, c in enumerate(colors)}
+    table[NODATA_CLASS] = (0, 0, 0, 0)
+    return table
+
+
+def band_profile(grid: RasterGrid, nodata: int) -> dict[str, Any]:
+    """Creation options of a tiled single-band uint8 working GeoTIFF on ``grid``."""
+    return {
+        "driver": "GTiff",
+        "width": grid.width,
+        "height": grid.height,
+        "count": 1,
+        "dtype": "uint8",
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+
+
+def to_cog(src: Path, dst: Path, resampling: str) -> None:
+    """Copy a GeoTIFF into a Cloud-Optimized GeoTIFF with internal overviews."""
+    with rasterio.Env(**GDAL_WRITE_ENV):
+        rasterio.shutil.copy(
+            src,
+            dst,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=resampling,
+            BIGTIFF="IF_SAFER",
+        )
+
+
+class _WorkingBand:
+    """A temporary tiled GeoTIFF being filled block by block, then turned into a COG."""
+
+    def __init__(self, final: Path, grid: RasterGrid, nodata: int) -> None:
+        self.final = final
+        self.work = temporary_sibling(final)
+        self.cog = temporary_sibling(final)
+        with rasterio.Env(**GDAL_WRITE_ENV):
+            self.ds = rasterio.open(self.work, "w", **band_profile(grid, nodata))
+
+    def finish(self, resampling: str) -> None:
+        self.ds.close()
+        to_cog(self.work, self.cog, resampling)
+        os.replace(self.cog, self.final)
+        remove_quietly(self.work)
+
+    def abort(self) -> None:
+        if not self.ds.closed:
+            self.ds.close()
+        remove_quietly(self.work)
+        remove_quietly(self.cog)
+
+
+class ClassRasterWriter:
+    """The single writer of a class raster (and optionally its confidence raster).
+
+    Blocks are written into temporary tiled GeoTIFFs; :meth:`commit` turns them into COGs with
+    overviews (mode resampling for classes), a colour table and class names, and renames them into
+    place. Leaving the ``with`` block on an error deletes every temporary file; an existing output
+    is only replaced by a complete one.
+
+    Parameters
+    ----------
+    path
+        Final class raster path.
+    grid
+        Grid of the input scene; the output has the same size, CRS and transform.
+    class_names, colors
+        One name and one RGB triple per class.
+    confidence_path
+        Where to write the uint8 confidence raster (percent), or None.
+    overwrite
+        Replace existing outputs.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: RasterGrid,
+        class_names: Sequence[str],
+        colors: Sequence[Sequence[int]],
+        confidence_path: str | os.PathLike[str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.confidence_path = Path(confidence_path) if confidence_path else None
+        for target in (self.path, self.confidence_path):
+            if target is not None:
+                check_writable(target, overwrite)
+                target.parent.mkdir(parents=True, exist_ok=True)
+        self.class_names = list(class_names)
+        self._classes = _WorkingBand(self.path, grid, NODATA_CLASS)
+        self._describe_classes(colors)
+        self._confidence = (
+            _WorkingBand(self.confidence_path, grid, NODATA_CLASS) if self.confidence_path else None
+        )
+        if self._confidence:
+            self._confidence.ds.set_band_description(1, "confidence (%)")
+
+    def _describe_classes(self, colors: Sequence[Sequence[int]]) -> None:
+        ds = self._classes.ds
+        ds.write_colormap(1, colormap_of(colors))
+        ds.set_band_description(1, "classes")
+        ds.update_tags(
+            CLASS_NAMES=json.dumps(self.class_names),
+            CLASS_COLORS=json.dumps([list(map(int, c[:3])) for c in colors]),
+        )
+        ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(self.class_names)})
+
+    def write_block(
+        self, window: Window, classes: np.ndarray, confidence: np.ndarray | None = None
+    ) -> None:
+        """Write one block's classes (and confidence) at ``window``."""
+        self._classes.ds.write(classes, 1, window=to_rio(window))
+        if self._confidence is not None and confidence is not None:
+            self._confidence.ds.write(confidence, 1, window=to_rio(window))
+
+    def commit(self) -> None:
+        """Finish the COGs and rename them into place."""
+        self._classes.finish("MODE")
+        if self._confidence is not None:
+            self._confidence.finish("AVERAGE")
+
+    def abort(self) -> None:
+        """Delete every temporary file."""
+        self._classes.abort()
+        if self._confidence is not None:
+            self._confidence.abort()
+
+    def __enter__(self) -> ClassRasterWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+@dataclass(frozen=True)
+class ClassRasterInfo:
+    """What a geoseg class raster says about itself."""
+
+    grid: RasterGrid
+    class_names: list[str]
+    colors: list[tuple[int, int, int]]
+    nodata: int
+
+
+def read_class_info(ds: DatasetReader) -> ClassRasterInfo:
+    """Class names and colours from a class raster's tags (or generic names and its colour table)."""
+    tags = ds.tags()
+    if "CLASS_NAMES" in tags:
+        names = list(json.loads(tags["CLASS_NAMES"]))
+    else:
+        top = int(ds.statistics(1, approx=True).max) if ds.count else 0
+        names = [f"class_{i}" for i in range(top + 1)]
+    try:
+        table = ds.colormap(1)
+        colors = [tuple(table.get(i, (128, 128, 128, 255))[:3]) for i in range(len(names))]
+    except ValueError:
+        colors = [(128, 128, 128)] * len(names)
+    nodata = NODATA_CLASS if ds.nodata is None else int(ds.nodata)
+    return ClassRasterInfo(grid_of(ds, [1]), names, colors, nodata)  # type: ignore[arg-type]
+
+
+def write_raster(
+    path: str | os.PathLike[str],
+    data: np.ndarray,
+    crs: CRS | str | None,
+    transform: Affine,
+    nodata: float | None = None,
+    colors: Sequence[Sequence[int]] | None = None,
+    tags: dict[str, str] | None = None,
+) -> None:
+    """Write a small in-memory array ``(C, H, W)`` or ``(H, W)`` as a tiled GeoTIFF (atomically).
+
+    For generated scenes, labels and test data; prediction outputs go through
+    :class:`ClassRasterWriter`.
+    """
+    arr = data[np.newaxis] if data.ndim == 2 else data
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(final)
+    profile = {
+        "driver": "GTiff", "width": arr.shape[2], "height": arr.shape[1], "count": arr.shape[0],
+        "dtype": arr.dtype.name, "crs": crs, "transform": transform, "nodata": nodata,
+        "tiled": True, "blockxsize": 256, "blockysize": 256, "compress": "deflate",
+    }  # fmt: skip
+    try:
+        with rasterio.open(tmp, "w", **profile) as ds:
+            ds.write(arr)
+            if colors is not None:
+                ds.write_colormap(1, colormap_of(colors))
+            if tags:
+                ds.update_tags(**tags)
+        os.replace(tmp, final)
+    finally:
+        remove_quietly(tmp)
