@@ -1,0 +1,63 @@
+"""Where blocks run: in this process, or on Dask workers.
+
+An executor maps :func:`geoseg.segment.run_block` over a scene's blocks and yields the results
+(in any order) to the single writer. This module never imports Dask; the Dask executor lives in
+:mod:`geoseg.dask_executor` and is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
+
+from geoseg.grid import Block
+from geoseg.raster_io import SceneReader
+from geoseg.segment import BlockResult, SceneJob, run_block
+
+BlockDone = Callable[[Block], None]
+TileProgress = Callable[[int], None]
+
+
+class Executor(Protocol):
+    """Runs a scene's blocks somewhere and yields their results."""
+
+    def map_blocks(
+        self, job: SceneJob, blocks: Sequence[Block], on_tiles: TileProgress | None = None
+    ) -> Iterator[BlockResult]: ...
+
+    def close(self) -> None: ...
+
+
+class SequentialExecutor:
+    """Runs every block in this process, in order; the scene and model are opened once."""
+
+    def map_blocks(
+        self, job: SceneJob, blocks: Sequence[Block], on_tiles: TileProgress | None = None
+    ) -> Iterator[BlockResult]:
+        """Yield each block's result in plan order."""
+        predictor = job.predictor()
+        with SceneReader(job.scene, job.bands or None, job.nodata) as reader:
+            for block in blocks:
+                yield run_block(job, block, reader, predictor, on_tiles)
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def make_executor(workers: int | None = None, scheduler: str | None = None) -> Executor:
+    """The executor for the given options.
+
+    Parameters
+    ----------
+    workers
+        Start a local Dask cluster with this many worker processes.
+    scheduler
+        Address of an existing Dask scheduler (``tcp://host:8786``).
+
+    With neither, blocks run in this process.
+    """
+    if workers is None and scheduler is None:
+        return SequentialExecutor()
+    from geoseg.dask_executor import DaskExecutor
+
+    return DaskExecutor(workers=workers, scheduler=scheduler)

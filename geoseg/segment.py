@@ -1,0 +1,189 @@
+"""Segment one block (NumPy in, classes out) and describe the work for a whole scene.
+
+:func:`segment_block` is the per-block function, like the user function of
+``dask.array.map_overlap``: plain NumPy arrays in, plain NumPy arrays out, no knowledge of files,
+executors or Dask. :func:`run_block` adds the read; executors decide where it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from geoseg.blend import BlockAccumulator, tile_weights
+from geoseg.grid import Block, Window
+from geoseg.models.contract import Normalization
+from geoseg.models.predictor import Predictor, load_predictor
+from geoseg.raster_io import SceneReader
+
+TileCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What a block produces: uint8 classes and confidence over its write window."""
+
+    block: Block
+    classes: np.ndarray
+    confidence: np.ndarray
+    tiles: int
+
+    def class_counts(self, num_classes: int) -> np.ndarray:
+        """Pixels per class (nodata excluded)."""
+        return np.bincount(self.classes.ravel(), minlength=256)[:num_classes]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A picklable recipe for a predictor: a model file loaded once per process (by its hash)."""
+
+    path: str
+    sha256: str
+    device: str = "auto"
+    tta: bool = False
+
+    def __call__(self) -> Predictor:
+        return load_predictor(self.path, self.device, self.tta, self.sha256)
+
+
+@dataclass(frozen=True)
+class SceneJob:
+    """Everything a worker needs to segment any block of one scene (small and picklable).
+
+    Pixels never travel: a worker reads its own window from ``scene`` (a path or GDAL URL).
+
+    Attributes
+    ----------
+    scene, bands, nodata
+        The input and how to read it.
+    predictor
+        A picklable zero-argument callable returning a :class:`Predictor` (e.g. :class:`ModelSpec`).
+    normalization
+        Per-band scaling from the model contract; None passes pixels through as float32.
+    tile, overlap, batch_size
+        Tiling of the scene-wide grid and tiles per model call.
+    """
+
+    scene: str
+    predictor: Callable[[], Predictor]
+    normalization: Normalization | None
+    tile: int
+    overlap: int
+    batch_size: int = 4
+    bands: tuple[int, ...] = ()
+    nodata: float | None = None
+    weights: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", tile_weights(self.tile, self.overlap))
+
+
+def prepare_block(
+    pixels: np.ndarray, valid: np.ndarray, block: Block, normalization: Normalization | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Normalise a block's pixels, zero its nodata, and reflect-pad it from ``read`` to ``extent``.
+
+    Returns float32 pixels ``(C, extent.height, extent.width)`` and the matching valid mask.
+    """
+    x = normalization.apply(pixels) if normalization else pixels.astype(np.float32)
+    x[:, ~valid] = 0.0
+    pad = block.pad
+    if any(p for side in pad for p in side):
+        x = np.pad(x, ((0, 0), *pad), mode="reflect")
+        valid = np.pad(valid, pad, mode="reflect")
+    return x, valid
+
+
+def batches(items: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
+    """Consecutive chunks of ``size`` items."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def tiles_to_compute(block: Block, valid: np.ndarray, tile: int) -> list[Window]:
+    """The block's tiles that have a valid pixel inside its write window, in global order."""
+    keep = []
+    for t in block.tiles(tile):
+        inside = t.intersection(block.write)
+        if inside is not None and valid[inside.relative_to(block.extent).slices()].any():
+            keep.append(t)
+    return keep
+
+
+def segment_block(
+    pixels: np.ndarray,
+    valid: np.ndarray,
+    block: Block,
+    predictor: Predictor,
+    weights: np.ndarray,
+    batch_size: int = 4,
+    on_tiles: TileCallback | None = None,
+) -> BlockResult:
+    """Predict, blend and trim one block.
+
+    Parameters
+    ----------
+    pixels
+        Normalised float32 ``(C, H, W)`` covering ``block.extent`` (see :func:`prepare_block`).
+    valid
+        Boolean ``(H, W)``: False where the input is nodata (weight 0).
+    block
+        The block: its write window and tiles.
+    predictor
+        ``(N, C, T, T) -> (N, K, T, T)`` probabilities.
+    weights
+        Tile weight window ``(T, T)``.
+    batch_size
+        Tiles per predictor call.
+    on_tiles
+        Called with the number of tiles after each batch (for progress bars).
+
+    Returns
+    -------
+    BlockResult
+        uint8 classes (255 = nodata) and confidence (%) over ``block.write``.
+    """
+    tile = weights.shape[0]
+    acc = BlockAccumulator(block.write, predictor.num_classes)
+    todo = tiles_to_compute(block, valid, tile)
+    for group in batches(todo, batch_size):
+        local = [t.relative_to(block.extent).slices() for t in group]
+        probs = predictor(np.stack([pixels[(slice(None), *s)] for s in local]))
+        for t, s, p in zip(group, local, probs, strict=True):
+            acc.add(t, p, weights * valid[s])
+        if on_tiles:
+            on_tiles(len(group))
+    classes, confidence = acc.classes_and_confidence()
+    return BlockResult(block, classes, confidence, len(todo))
+
+
+def read_block(reader: SceneReader, block: Block, job: SceneJob) -> tuple[np.ndarray, np.ndarray]:
+    """Read a block's pixels and prepare them for :func:`segment_block`."""
+    pixels, valid = reader.read(block.read)
+    return prepare_block(pixels, valid, block, job.normalization)
+
+
+def run_block(
+    job: SceneJob,
+    block: Block,
+    reader: SceneReader | None = None,
+    predictor: Predictor | None = None,
+    on_tiles: TileCallback | None = None,
+) -> BlockResult:
+    """Read, predict and blend one block of ``job``'s scene (opening what is not given)."""
+    predictor = predictor or job.predictor()
+    if reader is None:
+        with SceneReader(job.scene, job.bands or None, job.nodata) as own:
+            pixels, valid = read_block(own, block, job)
+    else:
+        pixels, valid = read_block(reader, block, job)
+    return segment_block(pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles)
+
+
+def scene_path(path: str | os.PathLike[str]) -> str:
+    """A scene path as a string that GDAL and workers on other machines understand."""
+    text = os.fspath(path)
+    return text if text.startswith("/vsi") or "://" in text else os.path.abspath(text)

@@ -1,0 +1,44 @@
+import numpy as np
+
+from geoseg.blend import NODATA_CLASS, BlockAccumulator, axis_weights, tile_weights
+from geoseg.grid import Window
+
+
+def test_weights_positive_smooth_and_flat_in_the_middle():
+    w = tile_weights(64, 16)
+    assert w.shape == (64, 64)
+    assert (w > 0).all()
+    assert np.all(w[16:48, 16:48] == 1.0)
+    a = axis_weights(64, 16)
+    assert np.all(np.diff(a[:16]) > 0)
+    np.testing.assert_array_equal(a, a[::-1])  # symmetric
+
+
+def test_overlapping_ramps_sum_to_one():
+    # two tiles overlapping by exactly the ramp: the weights are a partition of unity
+    a = axis_weights(64, 16)
+    np.testing.assert_allclose(a[-16:] + a[:16], 1.0, atol=1e-6)
+
+
+def test_accumulator_weighted_mean_and_nodata():
+    acc = BlockAccumulator(Window(0, 0, 4, 6), num_classes=2)
+    p1 = np.stack([np.full((4, 4), 0.8), np.full((4, 4), 0.2)]).astype(np.float32)
+    p2 = np.stack([np.full((4, 4), 0.2), np.full((4, 4), 0.8)]).astype(np.float32)
+    w = np.ones((4, 4), np.float32)
+    acc.add(Window(0, 0, 4, 4), p1, w)
+    w2 = w.copy()
+    w2[:, 2:] = 0  # the right half of tile 2 is nodata
+    acc.add(Window(0, 2, 4, 4), p2, w2 * 3)
+    probs = acc.probabilities()
+    np.testing.assert_allclose(probs[0, :, :2], 0.8)
+    np.testing.assert_allclose(probs[0, :, 2:4], (0.8 + 3 * 0.2) / 4)
+    classes, conf = acc.classes_and_confidence()
+    assert (classes[:, :2] == 0).all() and (classes[:, 2:4] == 1).all()
+    assert (classes[:, 4:] == NODATA_CLASS).all() and (conf[:, 4:] == NODATA_CLASS).all()
+    assert conf[0, 0] == 80
+
+
+def test_tiles_outside_the_window_are_ignored():
+    acc = BlockAccumulator(Window(10, 10, 4, 4), num_classes=1)
+    acc.add(Window(0, 0, 4, 4), np.ones((1, 4, 4), np.float32), np.ones((4, 4), np.float32))
+    assert not acc.weights.any()
