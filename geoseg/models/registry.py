@@ -36,9 +36,23 @@ def check_arch(arch: str) -> str:
     return key
 
 
+TIMM_PREFIX = "tu-"
+"""SMP's prefix for any timm model used as an encoder (``tu-convnext_tiny``)."""
+
+
+def is_timm_encoder(encoder: str) -> bool:
+    """True for ``tu-<name>`` where ``<name>`` is a timm model."""
+    if not encoder.startswith(TIMM_PREFIX):
+        return False
+    import timm
+
+    return bool(timm.is_model(encoder.removeprefix(TIMM_PREFIX)))
+
+
 def check_encoder(encoder: str) -> str:
-    """Return ``encoder`` or raise with the closest valid names."""
-    if encoder in encoders():
+    """Return ``encoder`` or raise with the closest valid names (SMP's, or ``tu-`` + a timm model)."""
+    smp()  # timm must be imported through the torchvision work-around
+    if encoder in encoders() or is_timm_encoder(encoder):
         return encoder
     close = difflib.get_close_matches(encoder, encoders(), n=8, cutoff=0.5)
     raise choice_error("encoder", encoder, close or list(encoders()))
@@ -92,9 +106,14 @@ def load_encoder_weights(net: Any, path: str | os.PathLike[str]) -> None:
 
     state = read_state_dict(path)
     state = {k.removeprefix("encoder."): v for k, v in state.items()}
-    result = net.encoder.load_state_dict(state, strict=False)
-    if result.missing_keys and len(result.missing_keys) == len(net.encoder.state_dict()):
+    expected = net.encoder.state_dict()
+    if not set(state) & set(expected):
         raise ModelFileError(
             f"{path}: none of its keys match the encoder (e.g. {next(iter(state), '?')!r} vs "
-            f"{next(iter(net.encoder.state_dict()))!r}); is it for this encoder?"
+            f"{next(iter(expected))!r}); is it for this encoder?"
         )
+    try:
+        net.encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelFileError(f"{path}: encoder weights do not fit ({first})") from exc

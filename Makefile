@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:
+#   make demo   set up .venv and run the main job (synthetic scenes -> train -> predict -> evaluate)
+#   make test   set up .venv and run the test suite (what CI runs)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch first, pinned: the CPU wheel. A newer torch would pull several GB of CUDA wheels.
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test lint bench clean
+
+$(BIN)/geoseg: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(BIN)/geoseg
+
+setup: $(BIN)/geoseg
+
+demo: setup
+	$(BIN)/geoseg demo
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check geoseg flows tests benchmarks
+	$(BIN)/ruff format --check geoseg flows tests benchmarks
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/bench_predict.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache geoseg_demo

@@ -1,0 +1,53 @@
+"""``geoseg model-create`` and ``geoseg model-info``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from geoseg.cli._app import app, console
+from geoseg.cli._progress import summary_table
+from geoseg.models.contract import describe, parse_color
+from geoseg.models.create import create_model
+from geoseg.models.modelfile import file_sha256, read_contract
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
+    return [t.strip() for t in text.split(",") if t.strip()] if text else []
+
+
+@app.command("model-info")
+def model_info(model: Path = typer.Argument(..., help="geoseg model file.")) -> None:
+    """Print a model's contract: architecture, bands, normalisation, classes and colours."""
+    contract = read_contract(model)
+    rows = describe(contract) + [("sha256", file_sha256(model)[:16] + "...")]
+    console.print(summary_table(str(model), rows))
+
+
+@app.command("model-create")
+def model_create(
+    arch: str = typer.Option("unet", help="SMP architecture: unet, fpn, deeplabv3plus, ..."),
+    encoder: str = typer.Option("resnet18", help="SMP encoder: resnet34, efficientnet-b0, ..."),
+    bands: int = typer.Option(3, help="Number of input bands."),
+    classes: str = typer.Option(..., help="Class names, background first: background,building"),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.safetensors)."),
+    weights: Path = typer.Option(None, help="SMP state dict trained elsewhere (.pt or .safetensors)."),
+    encoder_weights: Path = typer.Option(None, help="Local pretrained encoder state dict."),
+    colors: str = typer.Option(None, help="One colour per class: '#000000;#ff0000' or r/g/b;..."),
+    dtype: str = typer.Option("uint8", help="Pixel dtype the model expects."),
+    binary: bool = typer.Option(False, "--binary", help="One sigmoid output (2 classes)."),
+    gsd: float = typer.Option(None, help="Ground sample distance (m) the model is meant for."),
+    tile: int = typer.Option(512, help="Default tile size for prediction."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+) -> None:
+    """Write a model file: random weights, or WEIGHTS trained elsewhere with SMP."""
+    names = split_list(classes)
+    palette = [parse_color(c) for c in colors.split(";")] if colors else None
+    path = create_model(
+        out, arch, encoder, bands, names, dtype=dtype, colors=palette,
+        mode="binary" if binary else "multiclass", weights=weights,
+        encoder_weights=encoder_weights, gsd=gsd, tile_size=tile, overwrite=overwrite,
+    )  # fmt: skip
+    console.print(f"wrote {path} ({arch}/{encoder}, {bands} bands, classes: {', '.join(names)})")
