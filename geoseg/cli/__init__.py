@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from geoseg.cli import model, predict  # noqa: F401  (registers commands)
+from geoseg.cli import model, predict, vectorize  # noqa: F401  (registers commands)
 from geoseg.cli._app import app, run_app
 
 __all__ = ["app", "main"]

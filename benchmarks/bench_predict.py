@@ -1,0 +1,200 @@
+"""Benchmark the single-scene pipeline: throughput, efficiency, redundancy and peak memory.
+
+Prints, on synthetic scenes (``geoseg.synth``):
+
+* model-only throughput (Mpx/s of *scene* pixels) on exactly the tiles the pipeline computed,
+  in batches of the same size;
+* end-to-end throughput of ``predict_scene`` (read, normalise, infer, blend, COG write, vectorize);
+* their ratio, the pipeline efficiency (target >= 0.9 on CPU);
+* the overlap redundancy (pixels pushed through the model / scene pixels);
+* peak RSS of a whole run on each memory size (default 4096^2 and 16384^2), each in a fresh
+  process, and their ratio (target <= 1.1: memory must not grow with the scene).
+
+Usage::
+
+    python benchmarks/bench_predict.py                      # the full set (about 15 min on 2 cores)
+    python benchmarks/bench_predict.py --sizes 1024 --memory-sizes 1024 2048   # quick look
+
+The memory runs use ``--memory-model`` (default ``pixelwise``: a NumPy 1x1-conv predictor, so a
+16384^2 run takes minutes, not an hour, on 2 CPU cores; every other stage is the real pipeline).
+Pass ``--memory-model smp`` to use the SMP model there too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "_data"
+
+
+def scene(size: int) -> Path:
+    """A synthetic RGB scene of ``size``^2 pixels (made once, reused)."""
+    from geoseg.synth import write_large_scene
+
+    path = DATA / f"scene_{size}.tif"
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        write_large_scene(path, size, seed=7)
+        print(f"# generated {path.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return path
+
+
+def model(arch: str, encoder: str, tile: int) -> Path:
+    """A randomly initialised 5-class model (speed does not depend on the weights)."""
+    from geoseg.models.create import create_model
+    from geoseg.synth import SYNTH_CLASSES, SYNTH_COLORS
+
+    path = DATA / f"model_{arch}_{encoder}_{tile}.safetensors"
+    if not path.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        create_model(path, arch, encoder, 3, list(SYNTH_CLASSES), colors=list(SYNTH_COLORS),
+                     tile_size=tile, gsd=0.5)  # fmt: skip
+    return path
+
+
+def model_only_seconds(model_path: Path, tiles: int, tile: int, batch: int) -> float:
+    """Time the predictor alone on ``tiles`` tiles in batches of ``batch`` (random inputs)."""
+    from geoseg.models.predictor import load_predictor
+
+    predictor = load_predictor(model_path, device="cpu")
+    x = np.random.default_rng(0).normal(size=(batch, 3, tile, tile)).astype(np.float32)
+    predictor(x[:1])  # warm-up
+    started = time.perf_counter()
+    for start in range(0, tiles, batch):
+        predictor(x[: min(batch, tiles - start)])
+    return time.perf_counter() - started
+
+
+def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
+    """Pipeline vs model-only throughput on one scene."""
+    from geoseg.predict import TilingOptions, predict_scene
+
+    path, model_path = scene(size), model(args.arch, args.encoder, args.tile)
+    tiling = TilingOptions(args.tile, args.overlap, args.batch_size)
+    out = DATA / "out"
+    started = time.perf_counter()
+    result = predict_scene(path, model_path, out, tiling=tiling, device="cpu", overwrite=True)
+    pipeline = time.perf_counter() - started
+    seg = result.segment
+    model_s = model_only_seconds(model_path, seg.tiles, args.tile, args.batch_size)
+    mpx = seg.scene_pixels / 1e6
+    return {
+        "size": size, "tiles": seg.tiles, "redundancy": seg.computed_pixels / seg.scene_pixels,
+        "model_s": model_s, "pipeline_s": pipeline, "segment_s": seg.seconds,
+        "vectorize_s": result.seconds.get("vectorize", 0.0),
+        "model_mpx_s": mpx / model_s, "pipeline_mpx_s": mpx / pipeline,
+        "efficiency": model_s / pipeline, "features": result.vector_features,
+    }  # fmt: skip
+
+
+def memory_child(size: int, args: argparse.Namespace) -> None:
+    """Run one whole scene in this (fresh) process and print its peak RSS as JSON."""
+    from geoseg.blend import NODATA_CLASS  # noqa: F401  (import cost counted like a real run)
+    from geoseg.models.contract import default_colors
+    from geoseg.predict import OutputPaths, segment_scene
+    from geoseg.segment import ModelSpec, SceneJob
+    from geoseg.synth import SYNTH_CLASSES
+    from geoseg.testing import PixelwisePredictor
+    from geoseg.vectorize import vectorize_raster
+
+    path = scene(size)
+    if args.memory_model == "smp":
+        from geoseg.models.modelfile import file_sha256, read_contract
+
+        model_path = model(args.arch, args.encoder, args.tile)
+        predictor = ModelSpec(str(model_path), file_sha256(model_path), "cpu")
+        normalization = read_contract(model_path).normalization
+    else:
+        predictor = functools.partial(PixelwisePredictor, 3, len(SYNTH_CLASSES))  # type: ignore[assignment]
+        normalization = None
+    job = SceneJob(str(path), predictor, normalization, args.tile, args.overlap, args.batch_size)
+    out = DATA / "mem"
+    paths = OutputPaths(out / f"mem_{size}_classes.tif")
+    started = time.perf_counter()
+    seg = segment_scene(job, paths, SYNTH_CLASSES, default_colors(len(SYNTH_CLASSES)),
+                        overwrite=True)  # fmt: skip
+    vec = vectorize_raster(paths.classes, out / f"mem_{size}.gpkg", overwrite=True)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({
+        "size": size, "peak_rss_mb": peak_mb, "seconds": time.perf_counter() - started,
+        "segment_s": seg.seconds, "vectorize_s": vec.seconds, "features": vec.features,
+    }))  # fmt: skip
+
+
+def memory(size: int, args: argparse.Namespace) -> dict[str, float]:
+    """Peak RSS of a whole run in a fresh process."""
+    scene(size)  # generate outside the measured process
+    cmd = [sys.executable, __file__, "--child-memory", str(size), "--memory-model",
+           args.memory_model, "--tile", str(args.tile), "--overlap", str(args.overlap),
+           "--batch-size", str(args.batch_size), "--arch", args.arch, "--encoder", args.encoder]  # fmt: skip
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    import os
+
+    import torch
+
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"python {platform.python_version()}, torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096])
+    parser.add_argument("--memory-sizes", type=int, nargs="*", default=[4096, 16384])
+    parser.add_argument("--arch", default="unet")
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--memory-model", choices=["pixelwise", "smp"], default="pixelwise")
+    parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        memory_child(args.child_memory, args)
+        return
+    print(f"# machine: {machine()}")
+    print(f"# model {args.arch}/{args.encoder}, tile {args.tile}, overlap {args.overlap}, "
+          f"batch {args.batch_size}")  # fmt: skip
+    print("\n## throughput (scene Mpx/s)")
+    print("| scene | tiles | redundancy | model-only Mpx/s | pipeline Mpx/s | efficiency | "
+          "segment s | vectorize s | polygons |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for size in args.sizes:
+        r = throughput(size, args)
+        print(f"| {size}^2 | {r['tiles']} | {r['redundancy']:.2f} | {r['model_mpx_s']:.3f} | "
+              f"{r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | {r['segment_s']:.1f} | "
+              f"{r['vectorize_s']:.1f} | {r['features']} |", flush=True)  # fmt: skip
+    print(f"\n## peak memory (whole run in a fresh process; predictor: {args.memory_model})")
+    print("| scene | Mpx | peak RSS MB | seconds | polygons |")
+    print("|---|---|---|---|---|")
+    peaks = []
+    for size in args.memory_sizes:
+        m = memory(size, args)
+        peaks.append(m["peak_rss_mb"])
+        print(f"| {size}^2 | {size * size / 1e6:.0f} | {m['peak_rss_mb']:.0f} | "
+              f"{m['seconds']:.0f} | {m['features']} |", flush=True)  # fmt: skip
+    if len(peaks) >= 2:
+        growth = args.memory_sizes[-1] ** 2 / args.memory_sizes[0] ** 2
+        print(f"\npeak RSS ratio {args.memory_sizes[-1]}^2 / {args.memory_sizes[0]}^2: "
+              f"{peaks[-1] / peaks[0]:.2f} (scene {math.floor(growth)}x larger; target <= 1.1)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
