@@ -238,6 +238,17 @@ def make_block(grid: TileGrid, row: int, col: int, write: Window) -> Block:
     return Block(row, col, write, extent, read, rows, cols)
 
 
+def default_overlap(tile: int) -> int:
+    """An eighth of the tile: enough context at tile edges for little recomputation.
+
+    Examples
+    --------
+    >>> default_overlap(512), default_overlap(64)
+    (64, 8)
+    """
+    return tile // 8
+
+
 def default_block_size(tile: int, overlap: int, strides: int = 8) -> int:
     """A block size of ``strides`` tile strides: few recomputed tiles, a few hundred MB of RAM.
 

@@ -41,7 +41,7 @@ def test_corrupt_raster_is_one_line(tmp_path, model_path, capsys):
 
 
 def test_band_mismatch_names_the_fix(tmp_path, model_path, capsys):
-    scene = write_test_scene(tmp_path / "s.tif", np.zeros((4, 64, 64), np.uint8))
+    scene = write_test_scene(tmp_path / "s.tif", np.zeros((2, 64, 64), np.uint8))
     assert run_app(["predict", scene, "-m", str(model_path), "-o", str(tmp_path / "o")]) == 2
     assert "--bands" in one_line_error(capsys)
 

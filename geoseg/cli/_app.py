@@ -59,7 +59,7 @@ def run_app(argv: list[str] | None = None) -> int:
         show_warning(m, c) if issubclass(c, GeosegWarning) else previous(m, c, *a, **k)
     )
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)
     except USER_ERRORS as exc:
         return report_error(exc)
     except (typer.Exit, SystemExit) as exc:
@@ -80,4 +80,4 @@ def run_app(argv: list[str] | None = None) -> int:
         raise
     finally:
         warnings.showwarning = previous
-    return 0
+    return code if isinstance(code, int) else 0
