@@ -18,8 +18,8 @@ import numpy as np
 
 from geoseg.errors import InvalidInputError
 from geoseg.executors import Executor, SequentialExecutor
-from geoseg.fileutil import check_writable, require_file
-from geoseg.grid import TileGrid, default_block_size, plan_blocks
+from geoseg.fileutil import check_writable, is_virtual_path, require_file
+from geoseg.grid import TileGrid, default_block_size, default_overlap, plan_blocks
 from geoseg.models.contract import ModelContract, check_input
 from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.raster_io import ClassRasterWriter, RasterGrid, SceneReader, ground_sample_distance
@@ -31,10 +31,13 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class TilingOptions:
-    """How a scene is cut up: tile size (None: the model's), overlap, batch and block size."""
+    """How a scene is cut up: tile size (None: the model's), overlap, batch and block size.
+
+    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles).
+    """
 
     tile: int | None = None
-    overlap: int = 64
+    overlap: int | None = None
     batch_size: int = 4
     block_size: int | None = None
 
@@ -49,7 +52,11 @@ class OutputPaths:
 
     @classmethod
     def for_scene(
-        cls, scene: str, out_dir: str | os.PathLike[str], confidence: bool, vector_suffix: str | None
+        cls,
+        scene: str,
+        out_dir: str | os.PathLike[str],
+        confidence: bool,
+        vector_suffix: str | None,
     ) -> OutputPaths:
         """``OUT/<stem>_classes.tif``, ``OUT/<stem>_confidence.tif``, ``OUT/<stem>.<ext>``."""
         out = Path(out_dir)
@@ -126,12 +133,13 @@ def model_job(
 ) -> SceneJob:
     """The :class:`SceneJob` that runs a model file over a scene."""
     spec = ModelSpec(os.path.abspath(model), file_sha256(model), device, tta)
+    tile = tiling.tile or contract.tile_size
     return SceneJob(
         scene=scene,
         predictor=spec,
         normalization=contract.normalization,
-        tile=tiling.tile or contract.tile_size,
-        overlap=tiling.overlap,
+        tile=tile,
+        overlap=tiling.overlap if tiling.overlap is not None else default_overlap(tile),
         batch_size=tiling.batch_size,
         bands=tuple(bands or ()),
         nodata=nodata,
@@ -153,16 +161,19 @@ def segment_scene(
     executor: Executor | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> SegmentResult:
     """Write the class raster (and confidence raster) of one scene.
 
     Memory is bounded by the block size (times the blocks in flight on an executor), never by the
-    scene size.
+    scene size. With ``resume``, finished blocks are journaled beside the output and a run of the
+    same job that was interrupted continues where it stopped (see :class:`ClassRasterWriter`).
     """
     started = time.perf_counter()
     grid, gsd = inspect_scene(job)
     tiles = TileGrid(grid.height, grid.width, job.tile, job.overlap)
-    blocks = plan_blocks(tiles, block_size or default_block_size(job.tile, job.overlap))
+    size = block_size or default_block_size(job.tile, job.overlap)
+    blocks = plan_blocks(tiles, size)
     total = sum(b.num_tiles for b in blocks)
     done = 0
 
@@ -175,11 +186,21 @@ def segment_scene(
     counts = np.zeros(len(class_names), dtype=np.int64)
     computed = 0
     executor = executor or SequentialExecutor()
+    key = None
+    if resume:  # what must not change between an interrupted run and its resumption
+        stat = None if is_virtual_path(job.scene) else os.stat(job.scene)
+        key = {"job": repr(job), "block": size, "scene": stat and [stat.st_size, stat.st_mtime_ns]}
     with ClassRasterWriter(
-        paths.classes, grid, class_names, colors, paths.confidence, overwrite
+        paths.classes, grid, class_names, colors, paths.confidence, overwrite, key
     ) as writer:
-        for result in executor.map_blocks(job, blocks, on_tiles):
-            writer.write_block(result.block.write, result.classes, result.confidence)
+        todo = [b for b in blocks if b.id not in writer.finished_before]
+        for prior in writer.finished_before.values():
+            counts += np.asarray(prior, dtype=np.int64)
+        if len(todo) < len(blocks):
+            on_tiles(total - sum(b.num_tiles for b in todo))
+        for result in executor.map_blocks(job, todo, on_tiles):
+            block = result.block
+            writer.write_block(block.write, result.classes, result.confidence, block.id)
             counts += result.class_counts(len(class_names))
             computed += result.tiles
     if progress:
@@ -207,6 +228,7 @@ def predict_scene(
     overwrite: bool = False,
     executor: Executor | None = None,
     progress: Progress | None = None,
+    resume: bool = False,
 ) -> PredictResult:
     """Segment a GeoTIFF with a model file: class COG, optional confidence COG, polygon layer.
 
@@ -240,6 +262,9 @@ def predict_scene(
         Where blocks run (default: this process).
     progress
         Called with (tiles done, tiles total).
+    resume
+        Journal finished blocks beside the outputs and continue an interrupted run of the same
+        job (scene, model, tiling) without recomputing them; the result is byte-identical.
 
     Examples
     --------
@@ -262,7 +287,7 @@ def predict_scene(
         check_writable(existing, overwrite)
     seg = segment_scene(
         job, paths, contract.classes, contract.colors, tiling.block_size, executor, overwrite,
-        progress,
+        progress, resume,
     )  # fmt: skip
     result = PredictResult(path, seg, seconds={"segment": seg.seconds})
     if paths.vector is not None:

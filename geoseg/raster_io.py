@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,13 @@ from rasterio.windows import Window as RioWindow
 
 from geoseg.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, RasterReadError
-from geoseg.fileutil import check_writable, remove_quietly, require_file, temporary_sibling
+from geoseg.fileutil import (
+    atomic_output,
+    check_writable,
+    remove_quietly,
+    require_file,
+    temporary_sibling,
+)
 from geoseg.grid import Window
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
@@ -74,7 +81,9 @@ def open_dataset(path: str | os.PathLike[str]) -> DatasetReader:
 
 def grid_of(ds: DatasetReader, bands: Sequence[int]) -> RasterGrid:
     """The :class:`RasterGrid` of an open dataset restricted to ``bands``."""
-    return RasterGrid(ds.width, ds.height, ds.crs, ds.transform, ds.dtypes[bands[0] - 1], len(bands))
+    return RasterGrid(
+        ds.width, ds.height, ds.crs, ds.transform, ds.dtypes[bands[0] - 1], len(bands)
+    )
 
 
 def data_bands(ds: DatasetReader) -> list[int]:
@@ -195,7 +204,10 @@ class SceneReader:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 
@@ -241,14 +253,33 @@ def to_cog(src: Path, dst: Path, resampling: str) -> None:
 
 
 class _WorkingBand:
-    """A temporary tiled GeoTIFF being filled block by block, then turned into a COG."""
+    """A tiled GeoTIFF being filled block by block, then turned into a COG.
 
-    def __init__(self, final: Path, grid: RasterGrid, nodata: int) -> None:
+    ``work`` names it (default: a unique temporary name); ``reopen`` continues an existing one.
+    """
+
+    def __init__(
+        self,
+        final: Path,
+        grid: RasterGrid,
+        nodata: int,
+        work: Path | None = None,
+        reopen: bool = False,
+    ) -> None:
         self.final = final
-        self.work = temporary_sibling(final)
+        self.work = work or temporary_sibling(final)
         self.cog = temporary_sibling(final)
         with rasterio.Env(**GDAL_WRITE_ENV):
-            self.ds = rasterio.open(self.work, "w", **band_profile(grid, nodata))
+            if reopen:
+                self.ds = rasterio.open(self.work, "r+")
+            else:
+                self.ds = rasterio.open(self.work, "w", **band_profile(grid, nodata))
+
+    def flush(self) -> None:
+        """Put everything written so far on disk (rasterio has no flush: close and reopen)."""
+        self.ds.close()
+        with rasterio.Env(**GDAL_WRITE_ENV):
+            self.ds = rasterio.open(self.work, "r+")
 
     def finish(self, resampling: str) -> None:
         self.ds.close()
@@ -256,10 +287,11 @@ class _WorkingBand:
         os.replace(self.cog, self.final)
         remove_quietly(self.work)
 
-    def abort(self) -> None:
+    def abort(self, keep: bool = False) -> None:
         if not self.ds.closed:
             self.ds.close()
-        remove_quietly(self.work)
+        if not keep:
+            remove_quietly(self.work)
         remove_quietly(self.cog)
 
 
@@ -283,6 +315,13 @@ class ClassRasterWriter:
         Where to write the uint8 confidence raster (percent), or None.
     overwrite
         Replace existing outputs.
+    resume
+        A JSON-serialisable fingerprint of the job, to make the run resumable: the working files
+        get fixed hidden names (``.<stem>.partial.tif``) and a journal (``.<stem>.partial.jsonl``)
+        records each block given a ``block_id`` once it is on disk. A writer with the same
+        fingerprint (and classes, colours, size) reopens them and lists the recorded blocks in
+        :attr:`finished_before`; any other fingerprint starts afresh. On an error the partial
+        files are kept for the next attempt; :meth:`commit` removes them.
     """
 
     def __init__(
@@ -293,6 +332,7 @@ class ClassRasterWriter:
         colors: Sequence[Sequence[int]],
         confidence_path: str | os.PathLike[str] | None = None,
         overwrite: bool = False,
+        resume: Any = None,
     ) -> None:
         self.path = Path(path)
         self.confidence_path = Path(confidence_path) if confidence_path else None
@@ -301,13 +341,102 @@ class ClassRasterWriter:
                 check_writable(target, overwrite)
                 target.parent.mkdir(parents=True, exist_ok=True)
         self.class_names = list(class_names)
-        self._classes = _WorkingBand(self.path, grid, NODATA_CLASS)
-        self._describe_classes(colors)
-        self._confidence = (
-            _WorkingBand(self.confidence_path, grid, NODATA_CLASS) if self.confidence_path else None
+        self.journal = (
+            None if resume is None else self.path.with_name(f".{self.path.stem}.partial.jsonl")
         )
+        header = self._journal_header(resume, grid, colors)
+        records = self._read_journal(header)
+        bands = self._open_bands(grid, reopen=bool(records))
+        if not bands:  # a partial file was unreadable: start afresh
+            records, bands = [], self._open_bands(grid, reopen=False)
+        self._classes, self._confidence = bands[0], (bands[1] if len(bands) > 1 else None)
+        self._records = [r for r in records if self._on_disk(r)]
+        self.finished_before = {r["block"]: list(r["counts"]) for r in self._records}
+        """Blocks an earlier run wrote and that read back intact: block id -> pixels per class."""
+        if self.journal is not None:
+            self._write_journal(header)
+        self._describe_classes(colors)
         if self._confidence:
             self._confidence.ds.set_band_description(1, "confidence (%)")
+
+    def _journal_header(
+        self, job: Any, grid: RasterGrid, colors: Sequence[Sequence[int]]
+    ) -> dict[str, Any]:
+        """What must match for a run to continue another: job, classes, colours, outputs, size."""
+        header = {
+            "job": job, "classes": self.class_names,
+            "colors": [list(map(int, c[:3])) for c in colors],
+            "confidence": self.confidence_path is not None, "size": [grid.height, grid.width],
+        }  # fmt: skip
+        return dict(json.loads(json.dumps(header)))  # as read back from the journal
+
+    def _partial(self, final: Path) -> Path | None:
+        """The fixed working-file name of a resumable run (None: a unique temporary name)."""
+        return final.with_name(f".{final.stem}.partial{final.suffix}") if self.journal else None
+
+    def _open_bands(self, grid: RasterGrid, reopen: bool) -> list[_WorkingBand]:
+        """The working bands; when reopening fails, an empty list (after closing what opened)."""
+        bands: list[_WorkingBand] = []
+        for final in (self.path, self.confidence_path):
+            if final is None:
+                continue
+            try:
+                bands.append(_WorkingBand(final, grid, NODATA_CLASS, self._partial(final), reopen))
+            except RasterioError:
+                for band in bands:
+                    band.abort()
+                if not reopen:
+                    raise
+                return []
+        return bands
+
+    def _bands(self) -> list[_WorkingBand]:
+        return [self._classes] if self._confidence is None else [self._classes, self._confidence]
+
+    def _read_journal(self, header: dict[str, Any]) -> list[dict[str, Any]]:
+        """Blocks recorded under the same header; a line cut short by a kill ends the list."""
+        try:
+            lines = self.journal.read_text().splitlines() if self.journal else []
+        except FileNotFoundError:
+            return []
+        records = []
+        for line in lines:
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+        return records[1:] if records and records[0] == header else []
+
+    @staticmethod
+    def _checksum(arrays: Sequence[np.ndarray]) -> int:
+        crc = 0
+        for array in arrays:
+            crc = zlib.crc32(np.ascontiguousarray(array, dtype=np.uint8).tobytes(), crc)
+        return crc
+
+    def _on_disk(self, record: dict[str, Any]) -> bool:
+        """Whether a journaled block reads back from the working files exactly as written."""
+        window = to_rio(Window(*record["window"]))
+        return self._checksum([b.ds.read(1, window=window) for b in self._bands()]) == record["crc"]
+
+    def _write_journal(self, header: dict[str, Any]) -> None:
+        """Rewrite the journal (atomically): the header, then the blocks kept from before."""
+        assert self.journal is not None
+        with atomic_output(self.journal, overwrite=True) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in [header, *self._records]))
+
+    def _journal_block(self, block_id: str, window: Window, arrays: list[np.ndarray]) -> None:
+        """Put the bands on disk, then record the block, its class counts and a checksum."""
+        for band in self._bands():
+            band.flush()
+        counts = np.bincount(arrays[0].ravel(), minlength=256)[: len(self.class_names)]
+        record = {
+            "block": block_id, "window": [window.row, window.col, window.height, window.width],
+            "counts": counts.tolist(), "crc": self._checksum(arrays),
+        }  # fmt: skip
+        assert self.journal is not None
+        with open(self.journal, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
 
     def _describe_classes(self, colors: Sequence[Sequence[int]]) -> None:
         ds = self._classes.ds
@@ -320,30 +449,47 @@ class ClassRasterWriter:
         ds.update_tags(1, **{f"CLASS_{i}": name for i, name in enumerate(self.class_names)})
 
     def write_block(
-        self, window: Window, classes: np.ndarray, confidence: np.ndarray | None = None
+        self,
+        window: Window,
+        classes: np.ndarray,
+        confidence: np.ndarray | None = None,
+        block_id: str | None = None,
     ) -> None:
-        """Write one block's classes (and confidence) at ``window``."""
+        """Write one block's classes (and confidence) at ``window``.
+
+        In a resumable run, a ``block_id`` is journaled once the block is on disk.
+        """
         self._classes.ds.write(classes, 1, window=to_rio(window))
+        written = [classes]
         if self._confidence is not None and confidence is not None:
             self._confidence.ds.write(confidence, 1, window=to_rio(window))
+            written.append(confidence)
+        if self.journal is not None and block_id is not None:
+            self._journal_block(block_id, window, written)
 
     def commit(self) -> None:
         """Finish the COGs and rename them into place."""
         self._classes.finish("MODE")
         if self._confidence is not None:
             self._confidence.finish("AVERAGE")
+        if self.journal is not None:
+            remove_quietly(self.journal)
 
     def abort(self) -> None:
-        """Delete every temporary file."""
-        self._classes.abort()
+        """Delete every temporary file (a resumable run keeps its partial files and journal)."""
+        keep = self.journal is not None
+        self._classes.abort(keep)
         if self._confidence is not None:
-            self._confidence.abort()
+            self._confidence.abort(keep)
 
     def __enter__(self) -> ClassRasterWriter:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if exc_type is None:
             self.commit()
@@ -366,16 +512,15 @@ def read_class_info(ds: DatasetReader) -> ClassRasterInfo:
     tags = ds.tags()
     if "CLASS_NAMES" in tags:
         names = list(json.loads(tags["CLASS_NAMES"]))
-    else:
-        top = int(ds.statistics(1, approx=True).max) if ds.count else 0
-        names = [f"class_{i}" for i in range(top + 1)]
+    else:  # not a geoseg raster: one generic name per value below the nodata value
+        names = [f"class_{i}" for i in range(NODATA_CLASS)]
     try:
         table = ds.colormap(1)
         colors = [tuple(table.get(i, (128, 128, 128, 255))[:3]) for i in range(len(names))]
     except ValueError:
         colors = [(128, 128, 128)] * len(names)
     nodata = NODATA_CLASS if ds.nodata is None else int(ds.nodata)
-    return ClassRasterInfo(grid_of(ds, [1]), names, colors, nodata)  # type: ignore[arg-type]
+    return ClassRasterInfo(grid_of(ds, [1]), names, colors, nodata)
 
 
 def write_raster(
@@ -411,3 +556,74 @@ def write_raster(
         os.replace(tmp, final)
     finally:
         remove_quietly(tmp)
+
+
+class RasterBlockWriter:
+    """The single writer of a GeoTIFF filled window by window (e.g. row strips of a large scene).
+
+    Writes a tiled GeoTIFF under a temporary name; leaving the ``with`` block without error
+    renames it into place, an error deletes it. Memory is bounded by the blocks, not the raster.
+
+    Examples
+    --------
+    >>> grid = RasterGrid(512, 256, None, Affine.identity(), "uint8", 3)
+    >>> with RasterBlockWriter("image.tif", grid, nodata=0) as out:  # doctest: +SKIP
+    ...     out.write(Window(0, 0, 128, 512), np.zeros((3, 128, 512), "uint8"))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        grid: RasterGrid,
+        nodata: float | None = None,
+        colors: Sequence[Sequence[int]] | None = None,
+        tags: dict[str, str] | None = None,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        check_writable(self.path, overwrite)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = temporary_sibling(self.path)
+        profile = band_profile(grid, 0) | {
+            "count": grid.count,
+            "dtype": grid.dtype,
+            "nodata": nodata,
+        }
+        self._ds = rasterio.open(self._tmp, "w", **profile, num_threads="ALL_CPUS")
+        try:
+            if colors is not None:
+                self._ds.write_colormap(1, colormap_of(colors))
+            if tags:
+                self._ds.update_tags(**tags)
+        except Exception:
+            self.abort()
+            raise
+
+    def write(self, window: Window, data: np.ndarray) -> None:
+        """Write ``(C, h, w)`` or ``(h, w)`` pixels at ``window``."""
+        self._ds.write(data[np.newaxis] if data.ndim == 2 else data, window=to_rio(window))
+
+    def commit(self) -> None:
+        """Close the file and rename it into place."""
+        self._ds.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Close and delete the temporary file."""
+        if not self._ds.closed:
+            self._ds.close()
+        remove_quietly(self._tmp)
+
+    def __enter__(self) -> RasterBlockWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

@@ -20,7 +20,9 @@ def parse_bands(text: str | None) -> list[int] | None:
     try:
         return [int(b) for b in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"--bands {text!r}: give 1-based band numbers like 1,2,3") from None
+        raise typer.BadParameter(
+            f"--bands {text!r}: give 1-based band numbers like 1,2,3"
+        ) from None
 
 
 @app.command()
@@ -29,20 +31,29 @@ def predict(
     model: Path = typer.Option(..., "--model", "-m", help="geoseg model file (.safetensors)."),
     out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
     tile: int = typer.Option(None, help="Tile size (multiple of 32); default: the model's."),
-    overlap: int = typer.Option(64, help="Pixels shared by neighbouring tiles (blended)."),
+    overlap: int = typer.Option(None, help="Pixels shared by neighbouring tiles; default tile/8."),
     batch_size: int = typer.Option(4, help="Tiles per model call."),
     block_size: int = typer.Option(None, help="Block size in pixels (memory vs recomputation)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     tta: bool = typer.Option(False, "--tta", help="Test-time augmentation (8 rotations/flips)."),
-    bands: str = typer.Option(None, help="1-based bands to use, e.g. 1,2,3 (default: all but alpha)."),
+    bands: str = typer.Option(
+        None, help="1-based bands to use, e.g. 1,2,3 (default: all but alpha)."
+    ),
     nodata: float = typer.Option(None, help="Nodata value when the file declares none."),
-    confidence: bool = typer.Option(False, "--confidence", help="Also write <stem>_confidence.tif."),
+    confidence: bool = typer.Option(
+        False, "--confidence", help="Also write <stem>_confidence.tif."
+    ),
     vector_format: str = typer.Option("gpkg", help="gpkg, geojson, fgb, parquet, shp or none."),
     simplify: float = typer.Option(0.0, help="Simplify polygons (metres), keeping shared borders."),
     min_area: float = typer.Option(0.0, help="Drop regions smaller than this (m²)."),
     workers: int = typer.Option(None, help="Run blocks on a local Dask cluster of N workers."),
-    scheduler: str = typer.Option(None, help="Run blocks on this Dask scheduler (tcp://host:port)."),
+    scheduler: str = typer.Option(
+        None, help="Run blocks on this Dask scheduler (tcp://host:port)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing outputs."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Journal finished blocks; continue an interrupted identical run."
+    ),
 ) -> None:
     """Segment SCENE with MODEL into OUT/<stem>_classes.tif and OUT/<stem>.gpkg."""
     check_positive("simplify", simplify)
@@ -55,7 +66,7 @@ def predict(
                 scene, model, out, tiling=tiling, device=device, tta=tta, bands=parse_bands(bands),
                 nodata=nodata, confidence=confidence, vector_format=vector_format,
                 simplify=simplify, min_area=min_area, overwrite=overwrite, executor=executor,
-                progress=progress,
+                progress=progress, resume=resume,
             )  # fmt: skip
     finally:
         executor.close()
