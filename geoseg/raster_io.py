@@ -62,7 +62,7 @@ class RasterGrid:
 
     def window_transform(self, window: Window) -> Affine:
         """The affine transform of ``window``'s top-left pixel."""
-        return self.transform * Affine.translation(window.col, window.row)
+        return self.transform @ Affine.translation(window.col, window.row)
 
 
 def to_rio(window: Window) -> RioWindow:

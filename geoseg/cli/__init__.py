@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from geoseg.cli import model, predict, vectorize  # noqa: F401  (registers commands)
+from geoseg.cli import (  # noqa: F401  (registers commands)
+    catalog,
+    demo,
+    evaluate,
+    model,
+    predict,
+    train,
+    vectorize,
+)
 from geoseg.cli._app import app, run_app
 
 __all__ = ["app", "main"]

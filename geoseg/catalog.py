@@ -1,0 +1,499 @@
+"""The data catalog: which scenes to segment with which model, where outputs go, and when.
+
+A ``data_catalog.yaml`` is read with ``yaml.safe_load`` and mapped straight onto frozen
+dataclasses whose fields are the keyword arguments of the functions they feed
+(:class:`Defaults` -> :class:`geoseg.predict.TilingOptions`, ``device``, ``tta``;
+:class:`Execution` -> :func:`geoseg.executors.make_executor`; :class:`Outputs` ->
+``predict_scene``'s output options). There is no second config layer and no registry of class
+names: a key is valid exactly when it is a field.
+
+Every problem raises :class:`~geoseg.errors.CatalogError` whose one-line message names the file
+and the YAML path, e.g. ``data_catalog.yaml: scenes[3].path: file not found: /data/x.tif``.
+
+Example::
+
+    models:
+      unet: model.safetensors          # relative to this file's folder
+    scenes:
+      - id: demo
+        path: scenes/scene_??.tif      # a file, a glob (expanded at every run) or a GDAL URL
+        model: unet
+        tags: [synthetic]
+    outputs:
+      path: catalog_out
+      vector_formats: [gpkg]
+    defaults: {tile: 256, overlap: 32}
+    execution: {workers: 2}            # or {scheduler: tcp://host:8786}; neither: in-process
+    schedule: {cron: "0 2 * * *", timezone: Europe/Berlin}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geoseg.errors import CatalogError, GeosegError
+from geoseg.fileutil import is_virtual_path
+from geoseg.models.contract import ModelContract
+from geoseg.models.modelfile import read_contract
+from geoseg.predict import TilingOptions
+
+GLOB_CHARS = frozenset("*?[")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+@dataclass(frozen=True)
+class SceneEntry:
+    """One ``scenes:`` entry: a file, a glob or a GDAL URL, and how to read it.
+
+    ``path`` is absolute (resolved against the catalog's folder) unless it is a URL.
+    """
+
+    id: str
+    path: str
+    model: str = ""
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def is_glob(self) -> bool:
+        """True when ``path`` is a pattern expanded at run time."""
+        return not is_virtual_path(self.path) and bool(GLOB_CHARS & set(self.path))
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where products go and which ones: ``predict_scene``'s output options.
+
+    ``path`` is a folder (relative to the catalog's folder) or a ``file://`` URI; each scene
+    entry writes into ``<path>/<entry id>/``.
+    """
+
+    path: str
+    vector_formats: tuple[str, ...] = ("gpkg",)
+    confidence: bool = False
+    simplify: float = 0.0
+    min_area: float = 0.0
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Tiling and inference options shared by every scene."""
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    block_size: int | None = None
+    device: str = "auto"
+    tta: bool = False
+
+    @property
+    def tiling(self) -> TilingOptions:
+        """The :class:`~geoseg.predict.TilingOptions` these defaults describe."""
+        return TilingOptions(self.tile, self.overlap, self.batch_size, self.block_size)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """Where blocks run: the keyword arguments of :func:`geoseg.executors.make_executor`.
+
+    Neither field: in this process. ``workers``: a local Dask cluster of that many processes.
+    ``scheduler``: an existing Dask scheduler (``tcp://host:8786``).
+    """
+
+    workers: int | None = None
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a deployment runs the catalog: a cron expression in an IANA timezone."""
+
+    cron: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A parsed and validated data catalog."""
+
+    path: Path
+    models: Mapping[str, Path]
+    scenes: tuple[SceneEntry, ...]
+    outputs: Outputs
+    defaults: Defaults = field(default_factory=Defaults)
+    execution: Execution = field(default_factory=Execution)
+    schedule: Schedule | None = None
+    name: str = ""
+
+    @property
+    def folder(self) -> Path:
+        """The folder relative paths in the catalog resolve against."""
+        return self.path.parent
+
+    @property
+    def output_dir(self) -> Path:
+        """The local output folder."""
+        return Path(self.outputs.path)
+
+
+SECTIONS: dict[str, type] = {
+    "outputs": Outputs,
+    "defaults": Defaults,
+    "execution": Execution,
+    "schedule": Schedule,
+}
+TOP_LEVEL = ("name", "models", "scenes", "outputs", "defaults", "execution", "schedule")
+REQUIRED = ("models", "scenes", "outputs")
+
+
+def load_catalog(path: str | os.PathLike[str]) -> Catalog:
+    """Read, validate and resolve a data catalog file.
+
+    Checks the schema, the types, references between sections and that every model file
+    exists. Scene files are looked for by :func:`discover_files` (globs expand at run time).
+
+    Raises
+    ------
+    CatalogError
+        With the YAML path of the first problem.
+
+    Examples
+    --------
+    >>> catalog = load_catalog("data_catalog.yaml")  # doctest: +SKIP
+    >>> catalog.defaults.tiling  # doctest: +SKIP
+    TilingOptions(tile=64, overlap=16, batch_size=4, block_size=None)
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise CatalogError(f"{file}: catalog file not found; check the path")
+    data = _read_yaml(file)
+    try:
+        return _parse(file.resolve(), data)
+    except _YamlPathError as problem:
+        raise CatalogError(f"{file.name}: {problem.where}: {problem.message}") from None
+
+
+def discover_files(entry: SceneEntry) -> list[str]:
+    """The scene files an entry names right now: a glob's sorted matches, else the path itself.
+
+    A literal local path is returned whether or not it exists (a missing file is reported when
+    the scene runs); a glob that matches nothing gives an empty list.
+    """
+    if entry.is_glob:
+        return sorted(p for p in glob.glob(entry.path, recursive=True) if os.path.isfile(p))
+    return [entry.path]
+
+
+def scene_id(entry: SceneEntry, file: str) -> str:
+    """``<entry id>/<file stem>`` for a glob's match, the entry's id otherwise."""
+    return f"{entry.id}/{Path(file).stem}" if entry.is_glob else entry.id
+
+
+def entry_where(catalog: Catalog, entry: SceneEntry) -> str:
+    """The YAML path of an entry, e.g. ``scenes[3]``."""
+    return f"scenes[{catalog.scenes.index(entry)}]"
+
+
+@dataclass(frozen=True)
+class CatalogReport:
+    """What :func:`validate_catalog` found: the catalog, model contracts, each entry's files."""
+
+    catalog: Catalog
+    contracts: Mapping[str, ModelContract]
+    files: Mapping[str, tuple[str, ...]]
+
+
+def validate_catalog(path: str | os.PathLike[str]) -> CatalogReport:
+    """Load a catalog, read every model's contract and list the scene files each entry names now.
+
+    Raises
+    ------
+    CatalogError
+        For a schema problem, a model file that is not a geoseg model, or a literal scene path
+        that does not exist (``scenes[3].path: file not found: ...``). A glob that matches
+        nothing is not an error (files may arrive later): its list is empty.
+    """
+    catalog = load_catalog(path)
+    contracts = {}
+    for name, model in catalog.models.items():
+        try:
+            contracts[name] = read_contract(model)
+        except GeosegError as exc:
+            raise CatalogError(f"{catalog.path.name}: models.{name}: {exc}") from None
+    files = {}
+    for i, entry in enumerate(catalog.scenes):
+        local = not entry.is_glob and not is_virtual_path(entry.path)
+        if local and not os.path.isfile(entry.path):
+            raise CatalogError(
+                f"{catalog.path.name}: scenes[{i}].path: file not found: {entry.path}"
+            )
+        files[entry.id] = tuple(discover_files(entry))
+    return CatalogReport(catalog, contracts, files)
+
+
+class _YamlPathError(Exception):
+    """A validation problem at a YAML path (turned into a CatalogError with the file name)."""
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+        self.message = message
+
+
+def _read_yaml(file: Path) -> Any:
+    try:
+        return yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CatalogError(f"{file.name}: {at}YAML syntax error ({problem})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"{file.name}: cannot read the catalog ({exc})") from None
+
+
+def _parse(file: Path, data: Any) -> Catalog:
+    if not isinstance(data, dict):
+        raise _YamlPathError("(top level)", f"expected a mapping with keys {', '.join(TOP_LEVEL)}")
+    _check_keys(data, TOP_LEVEL, "(top level)")
+    for key in REQUIRED:
+        if key not in data:
+            raise _YamlPathError(
+                key, f"required section missing; valid keys: {', '.join(TOP_LEVEL)}"
+            )
+    folder = file.parent
+    models = _models(data["models"], folder)
+    sections = {key: _section(cls, data.get(key), key) for key, cls in SECTIONS.items()}
+    outputs = _resolve_outputs(sections["outputs"], folder)
+    _check_options(outputs, sections["defaults"], sections["execution"], sections["schedule"])
+    return Catalog(
+        path=file,
+        models=models,
+        scenes=_scenes(data["scenes"], folder, models),
+        outputs=outputs,
+        defaults=sections["defaults"] or Defaults(),
+        execution=sections["execution"] or Execution(),
+        schedule=sections["schedule"],
+        name=_coerce(data.get("name") or file.stem, str, "name"),
+    )
+
+
+def _check_keys(data: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
+    for key in data:
+        if key not in valid:
+            at = f"{where}.{key}" if where != "(top level)" else str(key)
+            raise _YamlPathError(at, f"unknown key; valid keys: {', '.join(valid)}")
+
+
+def _section(cls: type, data: Any, where: str) -> Any:
+    """Build a frozen dataclass from a mapping, checking keys and types field by field."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise _YamlPathError(where, f"expected a mapping, got {_show(data)}")
+    fields = [f.name for f in dataclasses.fields(cls)]
+    _check_keys(data, fields, where)
+    hints = typing.get_type_hints(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in data]
+    if missing:
+        raise _YamlPathError(f"{where}.{missing[0]}", "required")
+    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()}
+    return cls(**kwargs)
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    no_default = f.default is dataclasses.MISSING
+    return no_default and f.default_factory is dataclasses.MISSING
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check ``value`` against a simple type hint (scalars, optionals, homogeneous tuples)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, where)
+    if origin is tuple:
+        item = typing.get_args(hint)[0]
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list):
+            raise _YamlPathError(where, f"expected a list, got {_show(value)}")
+        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(items))
+    return _scalar(value, hint, where)
+
+
+def _scalar(value: Any, hint: type, where: str) -> Any:
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[hint]
+    if not ok:
+        hint_text = " (quote it)" if hint is str and value is not None else ""
+        raise _YamlPathError(where, f"expected {_TYPE_NAMES[hint]}, got {_show(value)}{hint_text}")
+    return float(value) if hint is float else value
+
+
+_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
+
+
+def _show(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _resolve(text: str, folder: Path) -> str:
+    """An absolute local path (``~`` expanded, relative to ``folder``); URLs unchanged."""
+    if is_virtual_path(text):
+        return text
+    return os.path.normpath(folder / Path(text).expanduser())
+
+
+def _models(data: Any, folder: Path) -> dict[str, Path]:
+    if not isinstance(data, dict) or not data:
+        raise _YamlPathError("models", "expected a mapping of model name -> model file")
+    models = {}
+    for name, value in data.items():
+        where = f"models.{name}"
+        path = Path(_resolve(_coerce(value, str, where), folder))
+        if not path.is_file():
+            raise _YamlPathError(where, f"file not found: {path}")
+        models[str(name)] = path
+    return models
+
+
+def _scenes(data: Any, folder: Path, models: Mapping[str, Path]) -> tuple[SceneEntry, ...]:
+    if not isinstance(data, list) or not data:
+        raise _YamlPathError("scenes", "expected a list of scene entries (id, path, model)")
+    entries: list[SceneEntry] = []
+    for i, item in enumerate(data):
+        entry = _section(SceneEntry, item, f"scenes[{i}]")
+        entries.append(_check_entry(entry, f"scenes[{i}]", folder, models, entries))
+    return tuple(entries)
+
+
+def _check_entry(
+    entry: SceneEntry, where: str, folder: Path, models: Mapping[str, Path], seen: list[SceneEntry]
+) -> SceneEntry:
+    if not ID_PATTERN.match(entry.id):
+        raise _YamlPathError(f"{where}.id", f"{entry.id!r}: use letters, digits, '.', '_' or '-'")
+    previous = [i for i, e in enumerate(seen) if e.id == entry.id]
+    if previous:
+        raise _YamlPathError(
+            f"{where}.id", f"duplicate id {entry.id!r} (also scenes[{previous[0]}])"
+        )
+    model = entry.model or (next(iter(models)) if len(models) == 1 else "")
+    if model not in models:
+        problem = f"unknown model {entry.model!r}" if entry.model else "required"
+        raise _YamlPathError(f"{where}.model", f"{problem}; choose one of: {', '.join(models)}")
+    if entry.bands is not None and (not entry.bands or min(entry.bands) < 1):
+        raise _YamlPathError(
+            f"{where}.bands", f"give 1-based band numbers, got {list(entry.bands)}"
+        )
+    return dataclasses.replace(entry, path=_resolve(entry.path, folder), model=model)
+
+
+def _resolve_outputs(outputs: Outputs | None, folder: Path) -> Outputs:
+    if outputs is None:
+        raise _YamlPathError("outputs", "expected a mapping with at least 'path'")
+    text = outputs.path.removeprefix("file://")
+    if is_virtual_path(text):
+        raise _YamlPathError(
+            "outputs.path", f"{outputs.path!r}: only local folders and file:// URIs are supported; "
+            "write locally and sync the folder to object storage"
+        )  # fmt: skip
+    return dataclasses.replace(outputs, path=_resolve(text, folder))
+
+
+def _check_options(
+    outputs: Outputs,
+    defaults: Defaults | None,
+    execution: Execution | None,
+    schedule: Schedule | None,
+) -> None:
+    from geoseg.vectorize import VECTOR_FORMATS
+
+    for i, name in enumerate(outputs.vector_formats):
+        if name not in VECTOR_FORMATS:
+            valid = ", ".join(VECTOR_FORMATS)
+            raise _YamlPathError(
+                f"outputs.vector_formats[{i}]", f"unknown format {name!r}; choose one of: {valid}"
+            )
+    for key in ("simplify", "min_area"):
+        if getattr(outputs, key) < 0:
+            raise _YamlPathError(f"outputs.{key}", f"must be >= 0, got {getattr(outputs, key)}")
+    if defaults is not None:
+        _check_defaults(defaults)
+    if execution is not None:
+        _check_execution(execution)
+    if schedule is not None:
+        _check_schedule(schedule)
+
+
+def _check_defaults(defaults: Defaults) -> None:
+    from geoseg.grid import TILE_MULTIPLE
+
+    if not DEVICE_PATTERN.match(defaults.device):
+        raise _YamlPathError(
+            "defaults.device", f"{defaults.device!r}; choose one of: auto, cpu, cuda, cuda:N, mps"
+        )
+
+    if defaults.tile is not None and (
+        defaults.tile < TILE_MULTIPLE or defaults.tile % TILE_MULTIPLE
+    ):
+        raise _YamlPathError(
+            "defaults.tile", f"must be a multiple of {TILE_MULTIPLE}, got {defaults.tile}"
+        )
+    positive = {"batch_size": defaults.batch_size, "block_size": defaults.block_size}
+    for key, value in positive.items():
+        if value is not None and value < 1:
+            raise _YamlPathError(f"defaults.{key}", f"must be >= 1, got {value}")
+    overlap = defaults.overlap
+    if overlap is not None and (overlap < 0 or (defaults.tile and 2 * overlap >= defaults.tile)):
+        raise _YamlPathError(
+            "defaults.overlap", f"must be >= 0 and less than half the tile, got {defaults.overlap}"
+        )
+
+
+def _check_execution(execution: Execution) -> None:
+    if execution.workers is not None and execution.scheduler is not None:
+        raise _YamlPathError(
+            "execution", "give workers (a local Dask cluster) or scheduler, not both"
+        )
+    if execution.workers is not None and execution.workers < 1:
+        raise _YamlPathError("execution.workers", f"must be >= 1, got {execution.workers}")
+
+
+def _check_schedule(schedule: Schedule) -> None:
+    import zoneinfo
+
+    parts = schedule.cron.split()
+    if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
+        raise _YamlPathError(
+            "schedule.cron",
+            f"{schedule.cron!r} is not a cron expression; give 5 fields: "
+            "minute hour day-of-month month day-of-week, e.g. '0 2 * * *'",
+        )
+    try:
+        zoneinfo.ZoneInfo(schedule.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise _YamlPathError(
+            "schedule.timezone",
+            f"unknown timezone {schedule.timezone!r}; use an IANA name such as Europe/Berlin",
+        ) from None

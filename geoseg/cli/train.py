@@ -1,0 +1,103 @@
+"""``geoseg train``: train a model on GeoTIFFs and vector (or raster) labels."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from geoseg.cli._app import app, console
+from geoseg.cli._progress import summary_table
+from geoseg.train import TrainProgress, TrainResult, train_model
+
+
+def split_names(text: str | None) -> list[str] | None:
+    """``"background,building"`` -> ``["background", "building"]``."""
+    names = [t.strip() for t in text.split(",") if t.strip()] if text else []
+    return names or None
+
+
+@contextlib.contextmanager
+def training_bar() -> Iterator[Callable[[TrainProgress], None]]:
+    """A progress bar over all steps showing the epoch, running loss and last validation mIoU."""
+    columns = (
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}  mIoU {task.fields[miou]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("training", total=None, epoch="-", loss="-", miou="-")
+
+        def update(p: TrainProgress) -> None:
+            bar.update(
+                task, completed=(p.epoch - 1) * p.steps + p.step, total=p.epochs * p.steps,
+                epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}",
+                miou="-" if p.miou is None else f"{p.miou:.3f}",
+            )  # fmt: skip
+
+        yield update
+
+
+@app.command()
+def train(
+    images: list[Path] = typer.Argument(..., help="Training images (GeoTIFF), alike bands/dtype."),
+    labels: list[Path] = typer.Option(
+        ..., "--labels", "-l", help="Vector layer or class raster: one, or one per image (repeat)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.safetensors)."),
+    class_field: str = typer.Option("class_name", help="Field of class names or ids (vectors)."),
+    classes: str = typer.Option(None, help="Class names by id, background first: background,a,b."),
+    arch: str = typer.Option("unet", help="SMP architecture: unet, fpn, deeplabv3plus, ..."),
+    encoder: str = typer.Option("resnet18", help="SMP encoder (random init): resnet18, ..."),
+    tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
+    epochs: int = typer.Option(20, help="Epochs."),
+    steps_per_epoch: int = typer.Option(None, help="Batches per epoch (default: area once)."),
+    batch_size: int = typer.Option(8, help="Chips per step."),
+    lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
+    loss: str = typer.Option("ce+dice", help="ce, dice, focal, jaccard, lovasz, tversky, a+b."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
+    val_fraction: float = typer.Option(0.2, help="Held out: whole images if several, else strips."),
+    unlabeled: str = typer.Option("background", help="Uncovered pixels: background or ignore."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
+    seed: int = typer.Option(0, help="Random seed."),
+) -> None:
+    """Train a segmentation model on IMAGES and LABELS; keep the best by validation mIoU."""
+    with training_bar() as progress:
+        result = train_model(
+            images, labels, out, class_field=class_field, classes=split_names(classes), arch=arch,
+            encoder=encoder, tile=tile, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
+            device=device, val_fraction=val_fraction, unlabeled=unlabeled,
+            steps_per_epoch=steps_per_epoch, resume=resume, overwrite=overwrite, seed=seed,
+            progress=progress,
+        )  # fmt: skip
+    print_summary(result)
+
+
+def print_summary(result: TrainResult) -> None:
+    """Per-class validation scores of the kept model, and the run's figures."""
+    rows = result.table_rows()
+    if rows:
+        table = Table(title=f"validation (epoch {result.best_epoch})", title_justify="left")
+        for column in ("class", "IoU", "F1"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    last = result.history[-1] if result.history else None
+    per_epoch = sum(r.seconds for r in result.history) / max(len(result.history), 1)
+    console.print(summary_table("summary", [
+        ("model", str(result.model_path)),
+        ("classes", ", ".join(result.contract.classes)),
+        ("epochs", f"{len(result.history)} ({per_epoch:.1f} s each)"),
+        ("final loss", f"{last.loss:.4f}" if last else "-"),
+        ("best mIoU", "-" if result.best_miou is None else f"{result.best_miou:.3f}"),
+        ("time", f"{result.seconds:.1f} s"),
+        ("checkpoint", str(result.checkpoint_path)),
+    ]))  # fmt: skip

@@ -1,0 +1,122 @@
+"""Quicklooks: a small PNG of a class raster in its own colours, read from the COG's overviews.
+
+A decimated read (``out_shape`` smaller than the raster) lets GDAL pick the closest overview,
+so a quicklook of a 100 000 px scene reads a few hundred kilobytes, not the scene.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.fileutil import atomic_output
+
+QUICKLOOK_SIZE = 256
+"""Longest side of a quicklook in pixels."""
+
+
+def quicklook_shape(height: int, width: int, max_size: int = QUICKLOOK_SIZE) -> tuple[int, int]:
+    """The ``(height, width)`` that fits ``max_size`` keeping the aspect ratio (never upsampled).
+
+    Examples
+    --------
+    >>> quicklook_shape(10000, 5000), quicklook_shape(100, 80)
+    ((256, 128), (100, 80))
+    """
+    scale = min(1.0, max_size / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def quicklook_png(classes_path: str | os.PathLike[str], max_size: int = QUICKLOOK_SIZE) -> bytes:
+    """PNG bytes of a class raster coloured with its colour table (nodata transparent).
+
+    Examples
+    --------
+    >>> png = quicklook_png("out/scene_classes.tif")  # doctest: +SKIP
+    >>> png[:4]  # doctest: +SKIP
+    b'\\x89PNG'
+    """
+    from PIL import Image
+    from rasterio.enums import Resampling
+
+    from geoseg.raster_io import open_dataset
+
+    with open_dataset(classes_path) as ds:
+        shape = quicklook_shape(ds.height, ds.width, max_size)
+        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        palette, alpha = _palette(ds)
+    image = Image.fromarray(classes.astype(np.uint8), mode="P")
+    image.putpalette(palette.ravel().tolist())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True, transparency=alpha.tobytes())
+    return buffer.getvalue()
+
+
+def _palette(ds: object) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``(256, 3)`` and alpha ``(256,)`` from band 1's colour table (grey ramp without one)."""
+    rgb = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
+    alpha = np.full(256, 255, np.uint8)
+    try:
+        table = ds.colormap(1)  # type: ignore[attr-defined]
+    except ValueError:
+        table = {}
+    for value, rgba in table.items():
+        rgb[value], alpha[value] = rgba[:3], rgba[3]
+    nodata = ds.nodata  # type: ignore[attr-defined]
+    if nodata is not None and 0 <= nodata < 256:
+        alpha[int(nodata)] = 0
+    return rgb, alpha
+
+
+def write_quicklook(
+    classes_path: str | os.PathLike[str],
+    png_path: str | os.PathLike[str],
+    max_size: int = QUICKLOOK_SIZE,
+) -> Path:
+    """Write :func:`quicklook_png` to ``png_path`` (atomically, replacing an older one)."""
+    png = quicklook_png(classes_path, max_size)
+    with atomic_output(png_path, overwrite=True) as tmp:
+        tmp.write_bytes(png)
+    return Path(png_path)
+
+
+def data_uri(png: bytes) -> str:
+    """A ``data:image/png;base64,...`` URI to embed a PNG in Markdown or HTML."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def overlay_png(
+    image_path: str | os.PathLike[str],
+    classes_path: str | os.PathLike[str],
+    png_path: str | os.PathLike[str],
+    max_size: int = 1024,
+    opacity: float = 0.45,
+) -> Path:
+    """Write a PNG of an RGB image (first three bands, 2-98 % stretch) with the classes on top.
+
+    Background (class 0) and nodata are left see-through, so the imagery shows between objects.
+    """
+    from PIL import Image
+    from rasterio.enums import Resampling
+
+    from geoseg.raster_io import open_dataset
+
+    with open_dataset(classes_path) as ds:
+        shape = quicklook_shape(ds.height, ds.width, max_size)
+        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        palette, alpha = _palette(ds)
+    with open_dataset(image_path) as ds:
+        bands = [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
+        rgb = ds.read(bands, out_shape=(3, *shape), resampling=Resampling.average).astype(float)
+    lo, hi = np.percentile(rgb, (2, 98))
+    base = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).transpose(1, 2, 0)
+    colour = palette[classes].astype(float)
+    weight = np.where((classes == 0) | (alpha[classes] == 0), 0.0, opacity)[..., None]
+    blended = (base * (1 - weight) + colour * weight).astype(np.uint8)
+    with atomic_output(png_path, overwrite=True) as tmp:
+        Image.fromarray(blended, mode="RGB").save(tmp, format="PNG", optimize=True)
+    return Path(png_path)

@@ -1,0 +1,506 @@
+"""Train a segmentation model on GeoTIFFs and vector (or raster) labels; write a geoseg model file.
+
+:func:`train_model` delegates: labels to :mod:`geoseg.labels`, the spatial split, label survey,
+chip sampling and augmentation to :mod:`geoseg.sampling`, scores to :mod:`geoseg.evaluate`. The
+model file it writes carries the contract (classes, bands, dtype, the normalisation measured on
+the training images, GSD, tile), so ``predict`` normalises exactly as training did.
+
+Each epoch trains on randomly drawn chips and then scores the held-out areas; the model with the
+best mean IoU is written atomically to ``out``. A checkpoint beside it
+(``<out>.ckpt.safetensors``: weights, optimizer state, history as metadata) lets ``resume=True``
+continue after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from geoseg.errors import InvalidInputError
+from geoseg.evaluate import Scores, confusion_matrix, fmt, per_class
+from geoseg.fileutil import atomic_output, check_writable, require_file
+from geoseg.grid import check_tiling
+from geoseg.labels import IGNORE, label_specs, resolve_classes
+from geoseg.losses import build_loss, class_weights, learning_rate, parse_loss
+from geoseg.models.contract import ModelContract, Normalization, default_colors
+from geoseg.models.modelfile import save_model_file
+from geoseg.models.predictor import resolve_device
+from geoseg.models.registry import build_network, check_arch, check_encoder
+from geoseg.raster_io import ground_sample_distance
+from geoseg.sampling import Split, TrainingSet, tiles_of
+
+CHECKPOINT_KEY = "geoseg_checkpoint"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TrainProgress:
+    """What the progress callback receives after every step and after each validation."""
+
+    epoch: int
+    epochs: int
+    step: int
+    steps: int
+    loss: float
+    miou: float | None = None
+    phase: str = "train"
+
+
+Progress = Callable[[TrainProgress], None]
+
+
+@dataclass
+class EpochRecord:
+    """One epoch: mean training loss, and validation scores (None without validation)."""
+
+    epoch: int
+    loss: float
+    lr: float
+    seconds: float
+    miou: float | None = None
+    accuracy: float | None = None
+    iou: dict[str, float] = field(default_factory=dict)
+    f1: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` produced."""
+
+    model_path: Path
+    checkpoint_path: Path
+    contract: ModelContract
+    history: list[EpochRecord]
+    best_epoch: int | None
+    best_miou: float | None
+    seconds: float
+
+    @property
+    def best(self) -> EpochRecord | None:
+        """The record of the epoch whose model was kept."""
+        return next((r for r in self.history if r.epoch == self.best_epoch), None)
+
+    def table_rows(self) -> list[tuple[str, str, str]]:
+        """Rows ``(class, IoU, F1)`` of the kept model's validation."""
+        best = self.best
+        if best is None or best.miou is None:
+            return []
+        rows = [(n, fmt(best.iou[n]), fmt(best.f1[n])) for n in self.contract.classes]
+        return [*rows, ("mean", fmt(best.miou), "")]
+
+
+# --- one epoch --------------------------------------------------------------------------------
+
+
+@dataclass
+class Trainer:
+    """The network, optimizer and loss on a device."""
+
+    net: Any
+    optimizer: Any
+    loss: Callable[[Any, Any], Any]
+    device: str
+    mode: str
+
+    def to_device(self, x: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        import torch
+
+        xt = torch.from_numpy(x).to(self.device).contiguous(memory_format=torch.channels_last)
+        return xt, torch.from_numpy(y.astype(np.int64)).to(self.device)
+
+    def autocast(self) -> Any:
+        import torch
+
+        bf16 = self.device.startswith("cuda") and torch.cuda.is_bf16_supported()
+        return torch.autocast("cuda" if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float | None:
+        """One optimisation step; None when the batch has no labeled pixel."""
+        if not (y != IGNORE).any():
+            return None
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.net.train()
+        xt, yt = self.to_device(x, y)
+        with self.autocast():
+            loss = self.loss(self.net(xt).float(), yt)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class ids ``(N, H, W)`` of a normalised batch."""
+        import torch
+
+        self.net.eval()
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        with torch.inference_mode(), self.autocast():
+            logits = self.net(xt.contiguous(memory_format=torch.channels_last)).float()
+        if self.mode == "binary":
+            return (logits[:, 0] > 0).to(torch.uint8).cpu().numpy()
+        return logits.argmax(dim=1).to(torch.uint8).cpu().numpy()
+
+
+def validate(trainer: Trainer, data: TrainingSet, norm: Normalization, batch_size: int) -> Scores:
+    """Scores over every validation area, in non-overlapping tiles."""
+    confusion = np.zeros((data.num_classes,) * 2, np.int64)
+    for area in data.split.val:
+        chips = [
+            data.validation_chip(area.image, w, norm) for w in tiles_of(area.window, data.tile)
+        ]
+        for group in same_shape_groups(chips, batch_size):
+            pred = trainer.predict(np.stack([x for x, _ in group]))
+            confusion += confusion_matrix(np.stack([y for _, y in group]), pred, data.num_classes)
+    return Scores.from_confusion(confusion)
+
+
+def same_shape_groups(items: list[tuple[np.ndarray, np.ndarray]], size: int) -> list[list[Any]]:
+    """Consecutive runs of at most ``size`` items with equal shapes (to stack into batches)."""
+    groups: list[list[Any]] = []
+    for item in items:
+        if groups and len(groups[-1]) < size and groups[-1][0][1].shape == item[1].shape:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """``model.safetensors`` -> ``model.ckpt.safetensors``."""
+    path = Path(out)
+    return path.with_name(f"{path.stem}.ckpt.safetensors")
+
+
+@dataclass
+class RunState:
+    """Where a run stands: the last finished epoch, global step, history and best score."""
+
+    epoch: int = 0
+    step: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_miou: float | None = None
+
+
+def save_checkpoint(path: Path, trainer: Trainer, contract: ModelContract, state: RunState) -> None:
+    """Weights, optimizer tensors and (as metadata) the contract, run state and param groups."""
+    from safetensors.torch import save_file
+
+    optim = trainer.optimizer.state_dict()
+    tensors = {
+        f"model.{k}": v.detach().contiguous().cpu() for k, v in trainer.net.state_dict().items()
+    }
+    for index, values in optim["state"].items():
+        tensors.update({f"optim.{index}.{k}": v.contiguous().cpu() for k, v in values.items()})
+    meta = {"contract": contract.to_json(), "param_groups": optim["param_groups"], **asdict(state)}
+    with atomic_output(path, overwrite=True) as tmp:
+        save_file(tensors, os.fspath(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta)})
+
+
+def load_checkpoint(path: Path, trainer: Trainer) -> RunState:
+    """Restore weights and optimizer state; return the run state."""
+    from safetensors.torch import load_file
+
+    meta = read_checkpoint_meta(path)
+    tensors = load_file(os.fspath(path))
+    trainer.net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    trainer.optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    history = [EpochRecord(**r) for r in meta["history"]]
+    return RunState(meta["epoch"], meta["step"], history, meta["best_epoch"], meta["best_miou"])
+
+
+def read_checkpoint_meta(path: Path) -> dict[str, Any]:
+    """The checkpoint's metadata (contract, run state)."""
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="pt") as fh:
+        meta: dict[str, Any] = json.loads((fh.metadata() or {})[CHECKPOINT_KEY])
+    return meta
+
+
+def check_resumable(path: Path, contract: ModelContract) -> ModelContract:
+    """The checkpoint's contract, if it fits this run (same network, classes, tile, input)."""
+    saved = ModelContract.from_json(read_checkpoint_meta(path)["contract"])
+    keys = ("arch", "encoder", "bands", "dtype", "classes", "mode", "tile_size")
+    diff = [k for k in keys if getattr(saved, k) != getattr(contract, k)]
+    if diff:
+        raise InvalidInputError(
+            f"{path}: the checkpoint differs from this run in {', '.join(diff)}; run with the same "
+            "options, or without --resume (or delete the checkpoint) to start over"
+        )
+    return saved
+
+
+# --- the whole run ----------------------------------------------------------------------------
+
+
+def make_contract(
+    data: TrainingSet, classes: Sequence[str], arch: str, encoder: str, tile: int
+) -> ModelContract:
+    """The contract of the model being trained (normalisation measured on the training images)."""
+    grid = data.readers[0].grid
+    gsds = [g for g in (ground_sample_distance(r.grid) for r in data.readers) if g]
+    return ModelContract(
+        arch=arch, encoder=encoder, bands=grid.count, dtype=grid.dtype, classes=tuple(classes),
+        colors=default_colors(len(classes)), mode="binary" if len(classes) == 2 else "multiclass",
+        normalization=data.normalization(), gsd=float(np.mean(gsds)) if gsds else None,
+        tile_size=tile,
+    )  # fmt: skip
+
+
+def make_trainer(
+    contract: ModelContract, loss: str, weights: np.ndarray, lr: float, device: str
+) -> Trainer:
+    """Network (channels-last), AdamW and the loss on ``device``."""
+    import torch
+
+    net = build_network(contract.arch, contract.encoder, contract.bands, contract.num_outputs)
+    net = net.to(device, memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    return Trainer(
+        net, optimizer, build_loss(loss, contract.mode, weights, device), device, contract.mode
+    )
+
+
+def prefetched(make: Callable[[], T], count: int) -> Iterator[T]:
+    """``count`` results of ``make()``, each made in a worker thread while the previous is used.
+
+    One worker calls ``make`` in order, so random draws happen in the same sequence as without it;
+    reading and rasterizing (GDAL releases the GIL) overlaps the optimisation step.
+    """
+    with ThreadPoolExecutor(1, thread_name_prefix="geoseg-chips") as pool:
+        pending = pool.submit(make) if count else None
+        for i in range(count):
+            assert pending is not None
+            item = pending.result()
+            pending = pool.submit(make) if i + 1 < count else None
+            yield item
+
+
+def run_epoch(
+    trainer: Trainer, data: TrainingSet, norm: Normalization, state: RunState, plan: EpochPlan
+) -> float:
+    """Train one epoch of ``plan.steps`` batches; returns the mean loss."""
+    import torch
+
+    rng = np.random.default_rng([plan.seed, state.epoch + 1])
+    torch.manual_seed(plan.seed * 100_003 + state.epoch + 1)
+
+    def make_batch() -> tuple[np.ndarray, np.ndarray]:
+        return data.batch(data.sampler.sample(plan.batch_size, rng), norm, rng)
+
+    losses = []
+    for i, (x, y) in enumerate(prefetched(make_batch, plan.steps)):
+        loss = trainer.step(x, y, learning_rate(state.step, plan.total_steps, plan.lr))
+        state.step += 1
+        if loss is not None:
+            losses.append(loss)
+        if plan.progress:
+            mean = float(np.mean(losses)) if losses else math.nan
+            plan.progress(TrainProgress(state.epoch + 1, plan.epochs, i + 1, plan.steps, mean,
+                                        state.best_miou))  # fmt: skip
+    return float(np.mean(losses)) if losses else math.nan
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """Steps and learning-rate schedule of a run."""
+
+    epochs: int
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int
+    progress: Progress | None = None
+
+    @property
+    def total_steps(self) -> int:
+        """Steps in the whole run (the schedule's length)."""
+        return self.epochs * self.steps
+
+
+def default_steps(split: Split, tile: int, batch_size: int) -> int:
+    """Steps per epoch: enough chips to cover the training areas about once (at least 10)."""
+    pixels = sum(a.window.size for a in split.train)
+    return max(10, math.ceil(pixels / (tile * tile * batch_size)))
+
+
+def finish_epoch(
+    trainer: Trainer, data: TrainingSet, contract: ModelContract, state: RunState,
+    record: EpochRecord, out: Path, batch_size: int, started: float,
+) -> None:  # fmt: skip
+    """Validate, keep the model if it is the best so far, and checkpoint."""
+    assert contract.normalization is not None
+    if data.split.val:
+        scores = validate(trainer, data, contract.normalization, batch_size)
+        record.accuracy = scores.accuracy
+        record.miou = None if math.isnan(scores.miou) else scores.miou  # no labeled pixel
+        record.iou = per_class(scores.iou, contract.classes)
+        record.f1 = per_class(scores.f1, contract.classes)
+    record.seconds = time.perf_counter() - started
+    state.history.append(record)
+    state.epoch = record.epoch
+    improved = record.miou is not None and (
+        state.best_miou is None or record.miou > state.best_miou
+    )
+    if improved or record.miou is None:
+        state.best_epoch, state.best_miou = record.epoch, record.miou
+        save_model_file(out, trainer.net.state_dict(), contract, overwrite=True)
+    save_checkpoint(checkpoint_path(out), trainer, contract, state)
+
+
+def check_options(tile: int, epochs: int, batch_size: int, lr: float, loss: str) -> None:
+    """Raise on unusable numeric options or an unknown loss."""
+    check_tiling(tile, 0)
+    parse_loss(loss)
+    for name, value in (("epochs", epochs), ("batch-size", batch_size)):
+        if value < 1:
+            raise InvalidInputError(f"--{name} must be >= 1, got {value}")
+    if not lr > 0:
+        raise InvalidInputError(f"--lr must be > 0, got {lr}")
+
+
+def train_model(
+    images: Sequence[str | os.PathLike[str]],
+    labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    class_field: str = "class_name",
+    classes: Sequence[str] | None = None,
+    arch: str = "unet",
+    encoder: str = "resnet18",
+    tile: int = 256,
+    epochs: int = 20,
+    batch_size: int = 8,
+    lr: float = 1e-3,
+    loss: str = "ce+dice",
+    device: str = "auto",
+    val_fraction: float = 0.2,
+    unlabeled: str = "background",
+    steps_per_epoch: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a model on images and labels and write the best one (by validation mIoU) to ``out``.
+
+    Parameters
+    ----------
+    images
+        GeoTIFFs (any raster GDAL reads) with the same bands and dtype.
+    labels
+        One labels file for all images, or one per image: a vector layer (GeoPackage, GeoJSON,
+        Shapefile, any CRS) with a class field, or a class raster on any grid.
+    out
+        The model file to write (``.safetensors``); a checkpoint goes beside it.
+    class_field
+        Field of class names (or integer ids) in vector labels.
+    classes
+        Class names by id, background first (default: ``background`` + the names found, sorted).
+        Two classes train a binary model (one sigmoid output).
+    arch, encoder
+        SMP architecture and encoder (random initialisation; nothing is downloaded).
+    tile, batch_size
+        Chip size (a multiple of 32; also the model's prediction tile) and chips per step.
+    epochs, steps_per_epoch
+        Length of the run; default steps cover the training areas about once per epoch.
+    lr
+        Peak learning rate of AdamW (5 % warm-up, cosine decay).
+    loss
+        ``ce``, ``dice``, ``focal``, ``jaccard``, ``lovasz``, ``tversky`` or a sum like ``ce+dice``.
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    val_fraction
+        Share held out for validation: whole images (the last ones) when that rounds to at least
+        one image, else the bottom strip of each image. 0 disables validation.
+    unlabeled
+        Vector labels: uncovered pixels are ``background`` or ``ignore`` (sparse labels).
+    resume
+        Continue from the checkpoint beside ``out`` (if there is one).
+    overwrite
+        Replace an existing ``out``.
+    seed
+        Seeds the weights, the survey sample and each epoch's chips.
+    progress
+        Called with a :class:`TrainProgress` after every step.
+
+    Examples
+    --------
+    >>> result = train_model(["a.tif", "b.tif"], "labels.gpkg", "m.safetensors")  # doctest: +SKIP
+    >>> result.best_miou  # doctest: +SKIP
+    0.93
+    """
+    started = time.perf_counter()
+    paths, out = check_inputs(images, out, overwrite or (resume and checkpoint_path(out).exists()))
+    check_options(tile, epochs, batch_size, lr, loss)
+    arch, device = check_arch(arch), resolve_device(device)
+    check_encoder(encoder)
+    specs = label_specs(labels, len(paths), class_field, unlabeled)
+    names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], classes)
+    with closing(TrainingSet(paths, specs, names, tile, val_fraction, seed)) as data:
+        contract = make_contract(data, names, arch, encoder, tile)
+        if resume and checkpoint_path(out).exists():
+            contract = check_resumable(checkpoint_path(out), contract)
+        plan = EpochPlan(epochs, steps_per_epoch or default_steps(data.split, tile, batch_size),
+                         batch_size, lr, seed, progress)  # fmt: skip
+        state = fit(data, contract, plan, loss, device, out, resume)
+    return TrainResult(out, checkpoint_path(out), contract, state.history, state.best_epoch,
+                       state.best_miou, time.perf_counter() - started)  # fmt: skip
+
+
+def check_inputs(
+    images: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str], replace: bool
+) -> tuple[list[str], Path]:
+    """Image paths that exist, and an output that may be written."""
+    paths = [os.fspath(p) for p in images]
+    if not paths:
+        raise InvalidInputError("no images given; pass at least one GeoTIFF")
+    for p in paths:
+        require_file(p, "image")
+    check_writable(Path(out), replace)
+    return paths, Path(out)
+
+
+def fit(
+    data: TrainingSet, contract: ModelContract, plan: EpochPlan, loss: str, device: str,
+    out: Path, resume: bool,
+) -> RunState:  # fmt: skip
+    """The epoch loop, starting after the checkpoint's last epoch when resuming."""
+    import torch
+
+    ckpt = checkpoint_path(out)
+    torch.manual_seed(plan.seed)
+    trainer = make_trainer(contract, loss, class_weights(data.frequencies()), plan.lr, device)
+    state = load_checkpoint(ckpt, trainer) if resume and ckpt.exists() else RunState()
+    norm = contract.normalization
+    assert norm is not None
+    for epoch in range(state.epoch + 1, plan.epochs + 1):
+        tic = time.perf_counter()
+        mean_loss = run_epoch(trainer, data, norm, state, plan)
+        lr = learning_rate(state.step - 1, plan.total_steps, plan.lr)
+        record = EpochRecord(epoch, mean_loss, lr, 0.0)
+        finish_epoch(trainer, data, contract, state, record, out, plan.batch_size, tic)
+        if plan.progress:
+            plan.progress(TrainProgress(epoch, plan.epochs, plan.steps, plan.steps, mean_loss,
+                                        record.miou, "validated"))  # fmt: skip
+    return state

@@ -1,0 +1,237 @@
+"""Training on tiny generated scenes: learning, sparse labels, uint16, normalisation, resume."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from rasterio.features import rasterize
+from shapely import affinity
+from shapely.geometry import Point, box
+
+from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceError
+from geoseg.evaluate import evaluate
+from geoseg.grid import Window
+from geoseg.labels import IGNORE
+from geoseg.losses import LOSSES, build_loss, learning_rate
+from geoseg.models.modelfile import read_contract
+from geoseg.predict import TilingOptions, predict_scene
+from geoseg.raster_io import write_raster
+from geoseg.sampling import ChipSampler, ImageArea, Survey, split_areas
+from geoseg.testing import UTM_CRS, utm_transform
+from geoseg.train import checkpoint_path, train_model
+
+CLASSES = ("background", "building", "water")
+COLORS = np.array([[90, 120, 80], [200, 70, 60], [40, 70, 170]], np.float32)  # per class, RGB
+FAST = {"tile": 64, "batch_size": 4, "encoder": "resnet18", "device": "cpu"}
+
+
+def easy_scene(tmp_path, name="scene", size=192, seed=0, value_range=(0, 255), dtype="uint8"):
+    """Boxes (building) and discs (water) on grass, colour + noise; labels in a GeoPackage.
+
+    Returns the image path, labels path, truth raster path and the class array.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for i in range(14):
+        c, r = rng.uniform(12, size - 12, 2), rng.uniform(5, 13)
+        shapes.append(
+            (box(*(c - r), *(c + r)), "building") if i % 2 else (Point(c).buffer(r), "water")
+        )
+    t = utm_transform(0.5)
+    geoms = [affinity.affine_transform(g, [t.a, t.b, t.d, t.e, t.c, t.f]) for g, _ in shapes]
+    frame = gpd.GeoDataFrame({"class_name": [n for _, n in shapes]}, geometry=geoms, crs=UTM_CRS)
+    ids = [(g, CLASSES.index(n)) for g, n in zip(geoms, frame.class_name, strict=True)]
+    classes = rasterize(ids, out_shape=(size, size), transform=t, dtype="uint8")
+    image = COLORS[classes].transpose(2, 0, 1) + rng.normal(0, 12, (3, size, size))
+    lo, hi = value_range
+    image = np.clip(lo + image / 255 * (hi - lo), lo, hi).astype(dtype)
+    paths = [tmp_path / f"{name}{suffix}" for suffix in (".tif", ".gpkg", "_truth.tif")]
+    write_raster(paths[0], image, UTM_CRS, t)
+    frame.to_file(paths[1])
+    tags = {"CLASS_NAMES": json.dumps(list(CLASSES))}
+    write_raster(paths[2], classes, UTM_CRS, t, nodata=255, tags=tags)
+    return (*map(str, paths), classes)
+
+
+def test_training_lowers_the_loss_and_raises_miou(tmp_path):
+    image, labels, _, _ = easy_scene(tmp_path)
+    result = train_model([image], labels, tmp_path / "m.safetensors", epochs=4, steps_per_epoch=12,
+                         val_fraction=0.25, lr=3e-3, **FAST)  # fmt: skip
+    first, last = result.history[0], result.history[-1]
+    assert last.loss < 0.7 * first.loss
+    assert result.best_miou is not None and result.best_miou > max(first.miou or 0, 0.6)
+    assert set(result.best.iou) == set(CLASSES) and result.model_path.exists()
+    assert read_contract(result.model_path).classes == CLASSES
+
+
+@pytest.fixture(scope="module")
+def uint16_model(tmp_path_factory):
+    """A model trained on a uint16 scene with values in [1000, 3000]; a second scene validates."""
+    tmp = tmp_path_factory.mktemp("uint16")
+    kw = {"value_range": (1000, 3000), "dtype": "uint16"}
+    train = easy_scene(tmp, "train", seed=1, **kw)
+    val = easy_scene(tmp, "val", size=128, seed=2, **kw)
+    result = train_model([train[0], val[0]], [train[1], val[1]], tmp / "m.safetensors", epochs=5,
+                         steps_per_epoch=15, val_fraction=0.5, lr=3e-3, **FAST)  # fmt: skip
+    return tmp, train, val, result
+
+
+def predict(image, model, out_dir, overlap=16):
+    """Run ``predict_scene`` (no polygons) and return the class raster's path."""
+    result = predict_scene(image, model, out_dir, vector_format=None, device="cpu",
+                           tiling=TilingOptions(overlap=overlap))  # fmt: skip
+    return result.segment.classes_path
+
+
+def test_uint16_trains_and_predicts_through_predict_scene(uint16_model):
+    tmp, (image, _, truth, _), _, result = uint16_model
+    contract = read_contract(result.model_path)
+    assert contract.dtype == "uint16" and contract.tile_size == 64 and contract.gsd == 0.5
+    assert evaluate(predict(image, result.model_path, tmp / "pred"), truth).miou > 0.7
+
+
+def test_predict_uses_the_stored_normalization(uint16_model):
+    import rasterio
+
+    tmp, (train_image, *_), (image, _, truth, _), result = uint16_model
+    norm = read_contract(result.model_path).normalization
+    with rasterio.open(train_image) as ds:
+        pixels = ds.read().reshape(3, -1)
+    np.testing.assert_allclose(norm.low, np.percentile(pixels, 1, axis=1))  # every pixel sampled
+    np.testing.assert_allclose(norm.high, np.percentile(pixels, 99, axis=1))
+    assert all(1000 <= low < high <= 3000 for low, high in zip(norm.low, norm.high, strict=True))
+    # Predicting the held-out scene on the validation's tiles (no overlap) reproduces its score.
+    same = evaluate(predict(image, result.model_path, tmp / "same", overlap=0), truth)
+    assert same.miou == pytest.approx(result.best_miou, abs=1e-3)
+    # The same scene stored with another scaling is normalised with the stored figures, not its own.
+    with rasterio.open(image) as ds:
+        write_raster(tmp / "rescaled.tif", ds.read() // 3, ds.crs, ds.transform)
+    other = evaluate(predict(tmp / "rescaled.tif", result.model_path, tmp / "other", 0), truth)
+    assert other.miou < same.miou - 0.3
+
+
+def test_sparse_labels_with_ignore_do_not_teach_background(tmp_path):
+    """Left half water, right half building; only small boxes are labeled, never background."""
+    size, t = 128, utm_transform(0.5)
+    rng = np.random.default_rng(5)
+    classes = np.where(np.arange(size)[None, :] < size // 2, 2, 1).repeat(size, 0).astype(np.uint8)
+    image = COLORS[classes].transpose(2, 0, 1) + rng.normal(0, 12, (3, size, size))
+    write_raster(tmp_path / "s.tif", np.clip(image, 0, 255).astype(np.uint8), UTM_CRS, t)
+    boxes = [box(10, 10, 30, 30), box(20, 80, 40, 100), box(90, 20, 110, 40), box(80, 90, 100, 110)]
+    geoms = [affinity.affine_transform(g, [t.a, t.b, t.d, t.e, t.c, t.f]) for g in boxes]
+    gpd.GeoDataFrame({"class_name": ["water", "water", "building", "building"]}, geometry=geoms,
+                     crs=UTM_CRS).to_file(tmp_path / "sparse.gpkg")  # fmt: skip
+    result = train_model([tmp_path / "s.tif"], tmp_path / "sparse.gpkg", tmp_path / "m.safetensors",
+                         unlabeled="ignore", val_fraction=0, epochs=2, steps_per_epoch=10, lr=3e-3,
+                         **FAST)  # fmt: skip
+    assert result.contract.classes == CLASSES
+    import rasterio
+
+    with rasterio.open(predict(tmp_path / "s.tif", result.model_path, tmp_path / "pred")) as ds:
+        predicted = ds.read(1)
+    assert (predicted == 0).mean() < 0.05  # background was never labeled, so never learned
+    assert (predicted == classes).mean() > 0.9
+
+
+def test_one_class_trains_a_binary_model_from_a_class_raster(tmp_path):
+    image, _, _, classes = easy_scene(tmp_path, size=96)
+    binary = np.where(classes == 2, 1, 0).astype(np.uint8)
+    write_raster(tmp_path / "water.tif", binary, UTM_CRS, utm_transform(0.5), nodata=255,
+                 tags={"CLASS_NAMES": json.dumps(["background", "water"])})  # fmt: skip
+    result = train_model([image], tmp_path / "water.tif", tmp_path / "m.safetensors", epochs=1,
+                         steps_per_epoch=2, val_fraction=0.3, **FAST)  # fmt: skip
+    contract = read_contract(result.model_path)
+    assert contract.mode == "binary" and contract.classes == ("background", "water")
+    assert contract.num_outputs == 1 and result.best_miou is not None
+    report = evaluate(predict(image, result.model_path, tmp_path / "pred"), tmp_path / "water.tif")
+    assert report.classes == ["background", "water"] and report.pixels == 96 * 96
+
+
+@pytest.mark.parametrize("mode", ["multiclass", "binary"])
+@pytest.mark.parametrize("name", [*LOSSES, "ce+dice"])
+def test_losses_ignore_unlabeled_pixels(name, mode):
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    k = 3 if mode == "multiclass" else 1
+    logits = torch.randn(2, k, 16, 16, generator=gen)
+    target = torch.randint(0, 3 if mode == "multiclass" else 2, (2, 16, 16), generator=gen)
+    target[:, :, 8:] = IGNORE
+    loss = build_loss(name, mode, np.ones(3 if mode == "multiclass" else 2))
+    changed = logits.clone()
+    changed[:, :, :, 8:] = torch.randn(2, k, 16, 8, generator=gen) * 10
+    assert torch.isfinite(loss(logits, target))
+    torch.testing.assert_close(loss(changed, target), loss(logits, target))
+
+
+def test_sampler_keeps_chips_out_of_validation_and_favours_rare_classes():
+    split = split_areas([(512, 512)], 0.25, 64)
+    assert split.val[0].window == Window(384, 0, 128, 512)
+    counts = np.zeros((2, 16, 16), np.int64)
+    counts[0] = 1024
+    counts[1, 3, 5] = 100  # a rare class: 0.04 % of the pixels, in one cell
+    counts[0, 3, 5] = 924
+    sampler = ChipSampler([Survey(counts, np.empty((3, 0)))], split.train, 64)
+    chips = sampler.sample(2000, np.random.default_rng(0))
+    assert all(c.window.row_stop <= 384 and c.window.col_stop <= 512 for c in chips)
+    covers = [c.window.intersection(Window(96, 160, 32, 32)) is not None for c in chips]
+    assert np.mean(covers) > 0.25  # about half the draws aim at the rare class
+
+
+def test_split_holds_out_whole_images_when_there_are_several():
+    split = split_areas([(100, 100)] * 5, 0.2, 64)
+    assert [a.image for a in split.val] == [4] and len(split.train) == 4
+    assert split_areas([(100, 100)] * 2, 0.2, 64).val == [
+        ImageArea(0, Window(80, 0, 20, 100)), ImageArea(1, Window(80, 0, 20, 100)),
+    ]  # fmt: skip
+    with pytest.raises(InvalidInputError, match="smaller than the tile"):
+        split_areas([(100, 100)], 0.5, 64)
+
+
+def test_resume_continues_after_the_last_epoch(tmp_path):
+    image, labels, _, _ = easy_scene(tmp_path, size=128)
+    out = tmp_path / "m.safetensors"
+    kw = {"val_fraction": 0.25, "steps_per_epoch": 3, **FAST}
+    first = train_model([image], labels, out, epochs=1, **kw)
+    assert checkpoint_path(out).exists()
+    with pytest.raises(OutputExistsError):
+        train_model([image], labels, out, epochs=2, **kw)
+    resumed = train_model([image], labels, out, epochs=2, resume=True, **kw)
+    assert [r.epoch for r in resumed.history] == [1, 2]
+    assert resumed.history[0].loss == first.history[0].loss
+    with pytest.raises(InvalidInputError, match="differs from this run in tile_size"):
+        train_model([image], labels, out, epochs=3, resume=True, **{**kw, "tile": 96})
+
+
+def test_bad_inputs_say_what_to_do(tmp_path):
+    image, labels, _, _ = easy_scene(tmp_path, size=96)
+    with pytest.raises(
+        UnknownChoiceError, match="unknown loss 'dice2'; choose one of: ce, ce\\+dice, dice"
+    ):
+        train_model([image], labels, tmp_path / "m.safetensors", loss="ce+dice2")
+    with pytest.raises(InvalidInputError, match="no field 'kind'; available fields: class_name"):
+        train_model([image], labels, tmp_path / "m.safetensors", class_field="kind")
+
+
+def test_learning_rate_warms_up_then_decays():
+    rates = [learning_rate(s, 100, 1e-3) for s in range(100)]
+    assert rates[0] < rates[4] == pytest.approx(1e-3) and rates[-1] < 2e-5
+
+
+def test_cli_trains_with_a_progress_bar_and_summary(tmp_path, capsys):
+    import geoseg.cli.train  # noqa: F401  (registers the command)
+    from geoseg.cli._app import run_app
+
+    image, labels, _, _ = easy_scene(tmp_path, size=96)
+    out = str(tmp_path / "m.safetensors")
+    args = ["train", image, "--labels", labels, "--out", out, "--tile", "64", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "2", "--device", "cpu",
+            "--val-fraction", "0.3"]  # fmt: skip
+    assert run_app(args) == 0
+    err = capsys.readouterr().err
+    assert "best mIoU" in err and "water" in err and read_contract(out).tile_size == 64
+    assert run_app([*args, "--overwrite", "--loss", "hinge"]) == 2
+    assert "unknown loss 'hinge'; choose one of" in capsys.readouterr().err
