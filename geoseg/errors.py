@@ -57,7 +57,9 @@ class GsdMismatchWarning(GeosegWarning):
     """The input's ground sample distance is far from the model's."""
 
 
-def choice_error(kind: str, received: str, valid: list[str] | tuple[str, ...]) -> UnknownChoiceError:
+def choice_error(
+    kind: str, received: str, valid: list[str] | tuple[str, ...]
+) -> UnknownChoiceError:
     """Build an :class:`UnknownChoiceError` that lists the valid choices.
 
     Examples
@@ -65,4 +67,6 @@ def choice_error(kind: str, received: str, valid: list[str] | tuple[str, ...]) -
     >>> str(choice_error("architecture", "unet3", ["unet", "fpn"]))
     "unknown architecture 'unet3'; choose one of: fpn, unet"
     """
-    return UnknownChoiceError(f"unknown {kind} {received!r}; choose one of: {', '.join(sorted(valid))}")
+    return UnknownChoiceError(
+        f"unknown {kind} {received!r}; choose one of: {', '.join(sorted(valid))}"
+    )

@@ -129,7 +129,9 @@ class TileGrid:
     def __post_init__(self) -> None:
         check_tiling(self.tile, self.overlap)
         if self.height < 1 or self.width < 1:
-            raise InvalidInputError(f"scene size must be positive, got {self.height} x {self.width}")
+            raise InvalidInputError(
+                f"scene size must be positive, got {self.height} x {self.width}"
+            )
         if self.margin < 0:
             object.__setattr__(self, "margin", self.overlap // 2)
 
@@ -232,7 +234,9 @@ def make_block(grid: TileGrid, row: int, col: int, write: Window) -> Block:
     """The block that writes ``write``: its tiles, their extent, and what to read."""
     rows = starts_overlapping(grid.row_starts, grid.tile, write.row, write.row_stop)
     cols = starts_overlapping(grid.col_starts, grid.tile, write.col, write.col_stop)
-    extent = Window(rows[0], cols[0], rows[-1] + grid.tile - rows[0], cols[-1] + grid.tile - cols[0])
+    extent = Window(
+        rows[0], cols[0], rows[-1] + grid.tile - rows[0], cols[-1] + grid.tile - cols[0]
+    )
     read = extent.intersection(grid.scene)
     assert read is not None  # the extent always covers the (non-empty) write window
     return Block(row, col, write, extent, read, rows, cols)

@@ -88,7 +88,7 @@ class ContextPredictor:
         padded = np.pad(batch, ((0, 0), (0, 0), (self.radius,) * 2, (self.radius,) * 2), "edge")
         csum = padded.cumsum(axis=2).cumsum(axis=3)
         csum = np.pad(csum, ((0, 0), (0, 0), (1, 0), (1, 0)))
-        blurred = (csum[..., k:, k:] - csum[..., :-k, k:] - csum[..., k:, :-k] + csum[..., :-k, :-k])
+        blurred = csum[..., k:, k:] - csum[..., :-k, k:] - csum[..., k:, :-k] + csum[..., :-k, :-k]
         return PixelwisePredictor(self.bands, self.num_classes, self.seed)(blurred / k**2)
 
 

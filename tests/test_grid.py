@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ def test_tiles_cover_scene_and_margin(length, tile, overlap):
     assert set(range(length)) <= covered
     if length + 2 * margin >= tile:
         assert starts[-1] + tile == length + margin  # never past the margin
-    steps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    steps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(0 < s <= tile - overlap for s in steps)
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from geoseg.blend import NODATA_CLASS
-from geoseg.executors import SequentialExecutor
 from geoseg.grid import TileGrid, plan_blocks
 from geoseg.models.contract import default_colors
 from geoseg.predict import OutputPaths, segment_scene
@@ -48,8 +47,6 @@ def test_identity_predictor_reconstructs_input_exactly(tmp_path, height, width, 
     probs = blend_scene(path, IdentityPredictor(3), tile=64, overlap=16, block_size=block_size)
     assert np.abs(probs - data).max() < 1e-2  # float32 weighted mean of identical values
     np.testing.assert_array_equal(np.rint(probs).astype(np.uint16), data)
-
-
 
 
 def read_band(path):
@@ -113,5 +110,7 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
     assert (classes[~invalid] < 3).all()
     assert result.class_pixels.sum() == (~invalid).sum()
     grid = TileGrid(120, 160, 64, 16)
-    assert result.tiles < sum(b.num_tiles for b in plan_blocks(grid, 64))  # all-nodata tiles skipped
+    assert result.tiles < sum(
+        b.num_tiles for b in plan_blocks(grid, 64)
+    )  # all-nodata tiles skipped
     assert all(np.any(b != 0) for b in seen)

@@ -37,7 +37,9 @@ def root(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING)
 
 
-def show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+def show_warning(
+    message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
+) -> None:
     """Print geoseg warnings as one line; leave others to Python."""
     console.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
 
@@ -55,7 +57,7 @@ def run_app(argv: list[str] | None = None) -> int:
     """Run the CLI; user errors become one line and exit code 2."""
     previous = warnings.showwarning
     warnings.filterwarnings("always", category=GeosegWarning)
-    warnings.showwarning = lambda m, c, *a, **k: (  # type: ignore[assignment]
+    warnings.showwarning = lambda m, c, *a, **k: (
         show_warning(m, c) if issubclass(c, GeosegWarning) else previous(m, c, *a, **k)
     )
     try:
@@ -69,7 +71,7 @@ def run_app(argv: list[str] | None = None) -> int:
         console.print("aborted")
         return 130
     except KeyboardInterrupt:
-        console.print("interrupted; no partial output was kept")
+        console.print("interrupted: no output was replaced (with --resume, rerun to continue)")
         return 130
     except Exception as exc:  # click usage errors
         import click

@@ -22,7 +22,7 @@ def split_list(text: str | None) -> list[str]:
 def model_info(model: Path = typer.Argument(..., help="geoseg model file.")) -> None:
     """Print a model's contract: architecture, bands, normalisation, classes and colours."""
     contract = read_contract(model)
-    rows = describe(contract) + [("sha256", file_sha256(model)[:16] + "...")]
+    rows = [*describe(contract), ("sha256", file_sha256(model)[:16] + "...")]
     console.print(summary_table(str(model), rows))
 
 
@@ -33,7 +33,9 @@ def model_create(
     bands: int = typer.Option(3, help="Number of input bands."),
     classes: str = typer.Option(..., help="Class names, background first: background,building"),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.safetensors)."),
-    weights: Path = typer.Option(None, help="SMP state dict trained elsewhere (.pt or .safetensors)."),
+    weights: Path = typer.Option(
+        None, help="SMP state dict trained elsewhere (.pt or .safetensors)."
+    ),
     encoder_weights: Path = typer.Option(None, help="Local pretrained encoder state dict."),
     colors: str = typer.Option(None, help="One colour per class: '#000000;#ff0000' or r/g/b;..."),
     dtype: str = typer.Option("uint8", help="Pixel dtype the model expects."),

@@ -14,8 +14,12 @@ from geoseg.predict import check_positive
 @app.command()
 def vectorize(
     classes: Path = typer.Argument(..., help="Class raster (e.g. OUT/<stem>_classes.tif)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Vector file; default <stem>.gpkg beside it."),
-    vector_format: str = typer.Option(None, help="gpkg, geojson, fgb, parquet or shp (default: from --out)."),
+    out: Path = typer.Option(
+        None, "--out", "-o", help="Vector file; default <stem>.gpkg beside it."
+    ),
+    vector_format: str = typer.Option(
+        None, help="gpkg, geojson, fgb, parquet or shp (default: from --out)."
+    ),
     simplify: float = typer.Option(0.0, help="Simplify polygons (metres), keeping shared borders."),
     min_area: float = typer.Option(0.0, help="Drop regions smaller than this (m²)."),
     block_size: int = typer.Option(2048, help="Pixels per block read (memory bound)."),

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.models.contract import ModelContract, Mode
+from geoseg.models.contract import Mode, ModelContract
 
 
 class Predictor(Protocol):
@@ -34,7 +34,9 @@ def resolve_device(device: str) -> str:
     if kind not in ("cpu", "cuda", "mps"):
         raise choice_error("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"])
     if kind == "cuda" and not torch.cuda.is_available():
-        raise InvalidInputError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        raise InvalidInputError(
+            f"device {device!r} requested but CUDA is not available; use --device cpu"
+        )
     return device
 
 
@@ -108,7 +110,9 @@ class D4Predictor:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         total: np.ndarray | None = None
         for k, flip in D4:
-            probs = d4_inverse(self.inner(np.ascontiguousarray(d4_forward(batch, k, flip))), k, flip)
+            probs = d4_inverse(
+                self.inner(np.ascontiguousarray(d4_forward(batch, k, flip))), k, flip
+            )
             total = probs if total is None else total + probs
         assert total is not None
         return total / len(D4)
