@@ -51,8 +51,22 @@ def scene(size: int) -> Path:
     return path
 
 
-def model(arch: str, encoder: str, tile: int) -> Path:
-    """A randomly initialised 5-class model (speed does not depend on the weights)."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM; ru_maxrss can carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def model(arch: str, encoder: str, tile: int, given: str | None = None) -> Path:
+    """``given``, or a randomly initialised 5-class model (speed does not depend on the weights).
+
+    A trained model (e.g. ``geoseg_demo/model.safetensors``) gives realistic class maps, which
+    matters for the vectorize share of the pipeline.
+    """
+    if given:
+        return Path(given)
     from geoseg.models.create import create_model
     from geoseg.synth import SYNTH_CLASSES, SYNTH_COLORS
 
@@ -81,7 +95,7 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     """Pipeline vs model-only throughput on one scene."""
     from geoseg.predict import TilingOptions, predict_scene
 
-    path, model_path = scene(size), model(args.arch, args.encoder, args.tile)
+    path, model_path = scene(size), model(args.arch, args.encoder, args.tile, args.model)
     tiling = TilingOptions(args.tile, args.overlap, args.batch_size)
     out = DATA / "out"
     started = time.perf_counter()
@@ -113,7 +127,7 @@ def memory_child(size: int, args: argparse.Namespace) -> None:
     if args.memory_model == "smp":
         from geoseg.models.modelfile import file_sha256, read_contract
 
-        model_path = model(args.arch, args.encoder, args.tile)
+        model_path = model(args.arch, args.encoder, args.tile, args.model)
         predictor = ModelSpec(str(model_path), file_sha256(model_path), "cpu")
         normalization = read_contract(model_path).normalization
     else:
@@ -124,12 +138,14 @@ def memory_child(size: int, args: argparse.Namespace) -> None:
     paths = OutputPaths(out / f"mem_{size}_classes.tif")
     started = time.perf_counter()
     seg = segment_scene(job, paths, SYNTH_CLASSES, default_colors(len(SYNTH_CLASSES)),
-                        overwrite=True)  # fmt: skip
-    vec = vectorize_raster(paths.classes, out / f"mem_{size}.gpkg", overwrite=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                        args.block_size, overwrite=True)  # fmt: skip
+    features, vectorize_s = 0, 0.0
+    if args.memory_vectorize:
+        vec = vectorize_raster(paths.classes, out / f"mem_{size}.gpkg", overwrite=True)
+        features, vectorize_s = vec.features, vec.seconds
     print(json.dumps({
-        "size": size, "peak_rss_mb": peak_mb, "seconds": time.perf_counter() - started,
-        "segment_s": seg.seconds, "vectorize_s": vec.seconds, "features": vec.features,
+        "size": size, "peak_rss_mb": peak_rss_mb(), "seconds": time.perf_counter() - started,
+        "segment_s": seg.seconds, "vectorize_s": vectorize_s, "features": features,
     }))  # fmt: skip
 
 
@@ -139,6 +155,9 @@ def memory(size: int, args: argparse.Namespace) -> dict[str, float]:
     cmd = [sys.executable, __file__, "--child-memory", str(size), "--memory-model",
            args.memory_model, "--tile", str(args.tile), "--overlap", str(args.overlap),
            "--batch-size", str(args.batch_size), "--arch", args.arch, "--encoder", args.encoder]  # fmt: skip
+    cmd += ["--model", args.model] if args.model else []
+    cmd += ["--block-size", str(args.block_size)] if args.block_size else []
+    cmd += ["--memory-vectorize"] if args.memory_vectorize else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
 
@@ -163,7 +182,20 @@ def main() -> None:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=2048,
+        help="block size of the memory runs: the same for every scene size, so the ratio shows "
+        "only what grows with the scene (the default plan balances blocks, up to 8 strides)",
+    )
     parser.add_argument("--memory-model", choices=["pixelwise", "smp"], default="pixelwise")
+    parser.add_argument("--model", help="model file to use (default: a random-weight model)")
+    parser.add_argument(
+        "--memory-vectorize",
+        action="store_true",
+        help="also vectorize in the memory runs (slow with the pixelwise predictor's noisy maps)",
+    )
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child_memory:
@@ -181,7 +213,9 @@ def main() -> None:
         print(f"| {size}^2 | {r['tiles']} | {r['redundancy']:.2f} | {r['model_mpx_s']:.3f} | "
               f"{r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | {r['segment_s']:.1f} | "
               f"{r['vectorize_s']:.1f} | {r['features']} |", flush=True)  # fmt: skip
-    print(f"\n## peak memory (whole run in a fresh process; predictor: {args.memory_model})")
+    stages = "segment + COG" + (" + vectorize" if args.memory_vectorize else "")
+    stages += f", block {args.block_size}"
+    print(f"\n## peak memory ({stages} in a fresh process; predictor: {args.memory_model})")
     print("| scene | Mpx | peak RSS MB | seconds | polygons |")
     print("|---|---|---|---|---|")
     peaks = []

@@ -9,6 +9,23 @@ from geoseg.models.create import create_model
 from geoseg.models.modelfile import read_contract
 from geoseg.predict import PredictResult, TilingOptions, predict_scene, segment_scene
 
+
+def __getattr__(name: str) -> object:
+    """Import the heavier parts of the API (training, evaluation, the demo) on first use."""
+    lazy = {
+        "train_model": "geoseg.train",
+        "evaluate": "geoseg.evaluate",
+        "run_demo": "geoseg.demo",
+        "vectorize_raster": "geoseg.vectorize",
+        "make_executor": "geoseg.executors",
+    }
+    if name in lazy:
+        import importlib
+
+        return getattr(importlib.import_module(lazy[name]), name)
+    raise AttributeError(f"module 'geoseg' has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -18,7 +35,12 @@ __all__ = [
     "TilingOptions",
     "__version__",
     "create_model",
+    "evaluate",
+    "make_executor",
     "predict_scene",
     "read_contract",
+    "run_demo",
     "segment_scene",
+    "train_model",
+    "vectorize_raster",
 ]

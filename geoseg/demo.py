@@ -27,8 +27,8 @@ class DemoOptions:
 
     scenes: int = 4
     size: int = 1024
-    epochs: int = 8
-    steps_per_epoch: int | None = 40
+    epochs: int = 20
+    steps_per_epoch: int | None = None
     batch_size: int = 8
     tile: int = 256
     arch: str = "unet"

@@ -8,11 +8,12 @@ An executor maps :func:`geoseg.segment.run_block` over a scene's blocks and yiel
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from geoseg.grid import Block
 from geoseg.raster_io import SceneReader
-from geoseg.segment import BlockResult, SceneJob, run_block
+from geoseg.segment import BlockResult, SceneJob, read_block, segment_block
 
 BlockDone = Callable[[Block], None]
 TileProgress = Callable[[int], None]
@@ -29,16 +30,32 @@ class Executor(Protocol):
 
 
 class SequentialExecutor:
-    """Runs every block in this process, in order; the scene and model are opened once."""
+    """Runs every block in this process, in order; the scene and model are opened once.
+
+    The next block is read and normalised in a background thread while the model works on the
+    current one (GDAL, NumPy and torch release the GIL), so reading costs almost no wall time.
+    At most two blocks of input are in memory.
+    """
 
     def map_blocks(
         self, job: SceneJob, blocks: Sequence[Block], on_tiles: TileProgress | None = None
     ) -> Iterator[BlockResult]:
         """Yield each block's result in plan order."""
+        if not blocks:
+            return
         predictor = job.predictor()
-        with SceneReader(job.scene, job.bands or None, job.nodata) as reader:
-            for block in blocks:
-                yield run_block(job, block, reader, predictor, on_tiles)
+        with (
+            SceneReader(job.scene, job.bands or None, job.nodata) as reader,
+            ThreadPoolExecutor(1, thread_name_prefix="geoseg-read") as pool,
+        ):
+            pending = pool.submit(read_block, reader, blocks[0], job)
+            for i, block in enumerate(blocks):
+                pixels, valid = pending.result()
+                if i + 1 < len(blocks):
+                    pending = pool.submit(read_block, reader, blocks[i + 1], job)
+                yield segment_block(
+                    pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles
+                )
 
     def close(self) -> None:
         """Nothing to release."""

@@ -253,15 +253,22 @@ def default_overlap(tile: int) -> int:
     return tile // 8
 
 
-def default_block_size(tile: int, overlap: int, strides: int = 8) -> int:
-    """A block size of ``strides`` tile strides: few recomputed tiles, a few hundred MB of RAM.
+def default_block_size(tile: int, overlap: int, scene: int | None = None, strides: int = 8) -> int:
+    """At most ``strides`` tile strides, balanced so the scene splits into near-equal blocks.
+
+    Blocks of 8 strides recompute few boundary tiles and need a few hundred MB of RAM; balancing
+    avoids a thin last block (which would recompute a whole row of tiles for a few pixels).
 
     Examples
     --------
-    >>> default_block_size(512, 64)
-    3584
+    >>> default_block_size(512, 64), default_block_size(512, 64, scene=4096)
+    (3584, 2048)
     """
-    return (tile - overlap) * strides
+    largest = (tile - overlap) * strides
+    if scene is None or scene <= largest:
+        return largest if scene is None else scene
+    pieces = -(-scene // largest)
+    return -(-scene // pieces)
 
 
 def plan_blocks(grid: TileGrid, block_size: int) -> list[Block]:

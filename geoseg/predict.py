@@ -172,7 +172,7 @@ def segment_scene(
     started = time.perf_counter()
     grid, gsd = inspect_scene(job)
     tiles = TileGrid(grid.height, grid.width, job.tile, job.overlap)
-    size = block_size or default_block_size(job.tile, job.overlap)
+    size = block_size or default_block_size(job.tile, job.overlap, max(grid.height, grid.width))
     blocks = plan_blocks(tiles, size)
     total = sum(b.num_tiles for b in blocks)
     done = 0

@@ -40,7 +40,12 @@ from geoseg.fileutil import (
 from geoseg.grid import Window
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
-GDAL_WRITE_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
+GDAL_CACHE_MB = "64"
+"""GDAL's block cache (default 5 % of RAM): each window is read once, so a big cache only holds
+stale blocks and makes peak memory grow with the scene. Set before GDAL's first read; an
+explicit ``GDAL_CACHEMAX`` in the environment wins."""
+os.environ.setdefault("GDAL_CACHEMAX", GDAL_CACHE_MB)
+GDAL_WRITE_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS"}
 """GDAL settings while writing: a bounded block cache keeps peak memory independent of scene size."""
 
 

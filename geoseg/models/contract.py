@@ -56,8 +56,13 @@ class Normalization:
         span = np.asarray(self.high, np.float32).reshape(shape) - low
         mean = np.asarray(self.mean, np.float32).reshape(shape)
         std = np.asarray(self.std, np.float32).reshape(shape)
-        scaled = np.clip((pixels.astype(np.float32) - low) / np.maximum(span, 1e-12), 0.0, 1.0)
-        return (scaled - mean) / std
+        x = pixels.astype(np.float32)  # the one copy; everything below is in place
+        x -= low
+        x /= np.maximum(span, 1e-12)
+        np.clip(x, 0.0, 1.0, out=x)
+        x -= mean
+        x /= std
+        return x
 
 
 @dataclass(frozen=True)
