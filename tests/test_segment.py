@@ -114,3 +114,22 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
         b.num_tiles for b in plan_blocks(grid, 64)
     )  # all-nodata tiles skipped
     assert all(np.any(b != 0) for b in seen)
+
+
+def test_block_size_does_not_change_a_real_smp_models_output(tmp_path, smooth_scene):
+    from geoseg.models.create import create_model
+    from geoseg.models.modelfile import file_sha256, read_contract
+    from geoseg.segment import ModelSpec
+
+    path, _ = smooth_scene(height=260, width=330)
+    model = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["a", "b", "c"],
+                         tile_size=128)  # fmt: skip
+    contract = read_contract(model)
+    spec = ModelSpec(str(model), file_sha256(model), "cpu")
+    job = SceneJob(path, spec, contract.normalization, 128, 32, 3)
+    outputs = []
+    for block_size in (96, 10_000):
+        paths = OutputPaths(tmp_path / f"b{block_size}.tif")
+        segment_scene(job, paths, contract.classes, contract.colors, block_size)
+        outputs.append(paths.classes.read_bytes())
+    assert outputs[0] == outputs[1]

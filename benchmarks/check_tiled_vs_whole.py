@@ -1,0 +1,46 @@
+"""Agreement of tiled (blocks, tiles, blending) and whole-image prediction with a trained model.
+
+Usage: ``python benchmarks/check_tiled_vs_whole.py [MODEL] [SCENE]`` (defaults: the model and
+held-out scene that ``geoseg demo`` writes). The whole image is pushed through the network in one
+piece (its size must be a multiple of 32); the tiled result comes from ``segment_scene``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from geoseg.models.modelfile import file_sha256, read_contract
+from geoseg.models.predictor import load_predictor
+from geoseg.predict import OutputPaths, segment_scene
+from geoseg.segment import ModelSpec, SceneJob
+
+TILINGS = [(256, 32), (256, 64), (512, 64)]
+
+
+def main() -> None:
+    model = sys.argv[1] if len(sys.argv) > 1 else "geoseg_demo/model.safetensors"
+    scene = sys.argv[2] if len(sys.argv) > 2 else "geoseg_demo/scenes/scene_03.tif"
+    contract = read_contract(model)
+    assert contract.normalization is not None
+    with rasterio.open(scene) as ds:
+        data, valid = ds.read(), ds.dataset_mask() > 0
+    x = contract.normalization.apply(data)
+    x[:, ~valid] = 0
+    whole = load_predictor(model, "cpu")(x[None])[0].argmax(0)
+    print("| tile | overlap | agreement on valid pixels |\n|---|---|---|")
+    for tile, overlap in TILINGS:
+        spec = ModelSpec(model, file_sha256(model), "cpu")
+        job = SceneJob(scene, spec, contract.normalization, tile, overlap, 4)
+        paths = OutputPaths(Path(f"/tmp/tiled_vs_whole_{tile}_{overlap}.tif"))
+        segment_scene(job, paths, contract.classes, contract.colors, overwrite=True)
+        with rasterio.open(paths.classes) as ds:
+            tiled = ds.read(1)
+        print(f"| {tile} | {overlap} | {np.mean(tiled[valid] == whole[valid]):.4%} |")
+
+
+if __name__ == "__main__":
+    main()
