@@ -42,10 +42,11 @@ from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from geoseg.errors import ExecutorError, InvalidInputError
+from geoseg.fileutil import Closing
 from geoseg.grid import Block
 from geoseg.raster_io import SceneReader
 from geoseg.segment import BlockResult, SceneJob, TileCallback, run_block
@@ -143,7 +144,7 @@ def describe_resources(workers: Mapping[str, Any]) -> str:
     return f"{len(workers)} worker(s) offering {' or '.join(offers)}"
 
 
-class DaskExecutor:
+class DaskExecutor(Closing):
     """Runs blocks as Dask tasks on a local cluster (``workers=N``) or an existing one.
 
     Parameters
@@ -319,17 +320,6 @@ class DaskExecutor:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
-
-    def __enter__(self) -> DaskExecutor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def check_options(workers: int | None, scheduler: str | None, max_in_flight: int | None) -> None:

@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 from geoseg.errors import InputFileNotFoundError, OutputExistsError
 
@@ -72,3 +73,17 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
         os.replace(tmp, final)
     finally:
         remove_quietly(tmp)
+
+
+class Closing:
+    """Mixin: ``with obj:`` returns ``obj`` and calls ``obj.close()`` on the way out."""
+
+    def close(self) -> None:
+        """Release what the object holds."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -28,7 +28,6 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -37,7 +36,7 @@ from rasterio.transform import array_bounds
 
 from geoseg.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.fileutil import require_file
+from geoseg.fileutil import Closing, require_file
 from geoseg.grid import Window
 from geoseg.raster_io import RasterGrid, open_dataset, read_class_info, to_rio
 
@@ -308,7 +307,7 @@ def class_ids(values: np.ndarray, classes: Sequence[str], source: str) -> np.nda
     return ids.astype(np.uint8)
 
 
-class VectorLabels:
+class VectorLabels(Closing):
     """Rasterizes a vector layer's features onto windows of one image's grid.
 
     Parameters
@@ -360,17 +359,6 @@ class VectorLabels:
     def close(self) -> None:
         """Nothing to release (features live in memory)."""
 
-    def __enter__(self) -> VectorLabels:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # --- raster labels ---------------------------------------------------------------------------
 
@@ -387,7 +375,7 @@ def raster_lookup(names: Sequence[str] | None, count: int, classes: Sequence[str
     return lut
 
 
-class RasterLabels:
+class RasterLabels(Closing):
     """Reads a class raster on any grid as chips of one image's grid (nearest resampling).
 
     Values the scheme does not know, the raster's nodata and pixels outside it are :data:`IGNORE`.
@@ -436,17 +424,6 @@ class RasterLabels:
     def close(self) -> None:
         """Close the raster."""
         self._ds.close()
-
-    def __enter__(self) -> RasterLabels:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def label_specs(

@@ -31,6 +31,7 @@ from rasterio.windows import Window as RioWindow
 from geoseg.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, RasterReadError
 from geoseg.fileutil import (
+    Closing,
     atomic_output,
     check_writable,
     remove_quietly,
@@ -161,7 +162,7 @@ def ground_sample_distance(grid: RasterGrid) -> float | None:
     return (xres + yres) / 2 * grid.crs.linear_units_factor[1]
 
 
-class SceneReader:
+class SceneReader(Closing):
     """Owns an open input scene: band selection, nodata handling and windowed reads.
 
     Parameters
@@ -204,17 +205,6 @@ class SceneReader:
     def close(self) -> None:
         """Close the dataset."""
         self._ds.close()
-
-    def __enter__(self) -> SceneReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def colormap_of(colors: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:
