@@ -1,0 +1,85 @@
+"""``predict_scene`` end to end with a real SMP model: GIS-ready outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+from rasterio.features import rasterize
+from rio_cogeo.cogeo import cog_validate
+
+from geoseg.blend import NODATA_CLASS
+from geoseg.models.create import create_model
+from geoseg.predict import TilingOptions, predict_scene
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("predict")
+    rng = np.random.default_rng(5)
+    coarse = rng.integers(0, 256, size=(3, 700 // 32 + 2, 600 // 32 + 2))
+    data = np.kron(coarse, np.ones((32, 32)))[:, :700, :600].astype(np.uint8)
+    data[:, :, :50] = 0  # a nodata collar
+    from geoseg.testing import write_test_scene
+
+    scene = write_test_scene(tmp / "scene.tif", data, nodata=0)
+    model = create_model(tmp / "m.safetensors", "unet", "resnet18", 3, ["bg", "roof", "water"],
+                         tile_size=64, gsd=0.5)  # fmt: skip
+    result = predict_scene(
+        scene, model, tmp / "out", tiling=TilingOptions(block_size=256), device="cpu",
+        confidence=True,
+    )  # fmt: skip
+    return scene, data, result
+
+
+def test_class_cog_is_valid_and_gis_ready(outputs):
+    scene, data, result = outputs
+    classes = result.segment.classes_path
+    valid, errors, _ = cog_validate(classes)
+    assert valid, errors
+    with rasterio.open(scene) as src, rasterio.open(classes) as ds:
+        assert (ds.crs, ds.transform, ds.shape) == (src.crs, src.transform, src.shape)
+        assert ds.dtypes[0] == "uint8" and ds.nodata == NODATA_CLASS
+        assert ds.overviews(1), "internal overviews"
+        assert json.loads(ds.tags()["CLASS_NAMES"]) == ["bg", "roof", "water"]
+        assert ds.colormap(1)[1][:3] == (230, 25, 75)
+        band = ds.read(1)
+    nodata = np.all(data == 0, axis=0)
+    assert (band[nodata] == NODATA_CLASS).all()
+    assert (band[~nodata] < 3).all()
+
+
+def test_confidence_cog(outputs):
+    _, data, result = outputs
+    path = result.segment.confidence_path
+    assert cog_validate(path)[0]
+    with rasterio.open(path) as ds:
+        conf = ds.read(1)
+    nodata = np.all(data == 0, axis=0)
+    assert (conf[nodata] == NODATA_CLASS).all()
+    assert conf[~nodata].min() >= 33 and conf[~nodata].max() <= 100  # 3 classes: >= 1/3
+
+
+def test_polygons_match_the_class_raster(outputs):
+    _, _, result = outputs
+    frame = pyogrio.read_dataframe(result.vector_path, layer=result.vector_path.stem)
+    assert set(frame.columns) >= {"class_id", "class_name", "area_m2", "geometry"}
+    assert frame.geometry.is_valid.all() and len(frame) == result.vector_features
+    with rasterio.open(result.segment.classes_path) as ds:
+        band, transform, crs = ds.read(1), ds.transform, ds.crs
+    assert frame.crs == crs
+    burned = rasterize(zip(frame.geometry, frame.class_id, strict=True), band.shape,
+                       transform=transform, fill=0, dtype="uint8")  # fmt: skip
+    expected = np.where(band == NODATA_CLASS, 0, band)
+    np.testing.assert_array_equal(burned, expected)
+    np.testing.assert_allclose(frame.area_m2, frame.geometry.area, rtol=1e-3)
+
+
+def test_area_summary_counts_every_valid_pixel(outputs):
+    _, data, result = outputs
+    valid = int((~np.all(data == 0, axis=0)).sum())
+    assert int(result.segment.class_pixels.sum()) == valid
+    assert sum(result.segment.area_ha().values()) == pytest.approx(valid * 0.25 / 1e4)
