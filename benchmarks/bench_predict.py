@@ -185,7 +185,7 @@ def main() -> None:
     parser.add_argument(
         "--block-size",
         type=int,
-        default=2048,
+        default=1024,
         help="block size of the memory runs: the same for every scene size, so the ratio shows "
         "only what grows with the scene (the default plan balances blocks, up to 8 strides)",
     )
