@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from geoseg.catalog import (
     Catalog,
@@ -392,6 +392,10 @@ def is_transient(error: BaseException) -> bool:
 # --- executors --------------------------------------------------------------------------------
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
 class LazyExecutor:
     """Starts the configured executor on the first block, so a run that skips every scene never
     starts a Dask cluster. Shared by every scene of a batch; :meth:`close` releases it."""
@@ -400,12 +404,19 @@ class LazyExecutor:
         self.execution = execution
         self._executor: Executor | None = None
 
+    def started(self) -> Executor:
+        """The executor, started on first use."""
+        if self._executor is None:
+            self._executor = make_executor(**dataclasses.asdict(self.execution))
+        return self._executor
+
     def map_blocks(
         self, job: SceneJob, blocks: Sequence[Block], on_tiles: Callable[[int], None] | None = None
     ) -> Iterator[BlockResult]:
-        if self._executor is None:
-            self._executor = make_executor(**dataclasses.asdict(self.execution))
-        return self._executor.map_blocks(job, blocks, on_tiles)
+        return self.started().map_blocks(job, blocks, on_tiles)
+
+    def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        return self.started().map_ordered(fn, items)
 
     def close(self) -> None:
         if self._executor is not None:

@@ -39,17 +39,20 @@ import os
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoseg.errors import ExecutorError, InvalidInputError
 from geoseg.fileutil import Closing
 from geoseg.grid import Block
 from geoseg.raster_io import SceneReader
 from geoseg.segment import BlockResult, SceneJob, TileCallback, run_block
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 if TYPE_CHECKING:
     from distributed import Future
@@ -314,6 +317,14 @@ class DaskExecutor(Closing):
             ) from exc
         future.release()
         return result
+
+    def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]`` computed on the workers (used per row of vectorize blocks)."""
+        futures = self.client.map(fn, list(items), pure=False)
+        try:
+            return list(self.client.gather(futures))
+        finally:
+            self.client.cancel(futures)
 
     def close(self) -> None:
         """Disconnect, and shut down the local cluster if this executor started one."""

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from geoseg.grid import Block
 from geoseg.raster_io import SceneReader
 from geoseg.segment import BlockResult, SceneJob, read_block, segment_block
 
+T = TypeVar("T")
+R = TypeVar("R")
 BlockDone = Callable[[Block], None]
 TileProgress = Callable[[int], None]
 
@@ -25,6 +27,10 @@ class Executor(Protocol):
     def map_blocks(
         self, job: SceneJob, blocks: Sequence[Block], on_tiles: TileProgress | None = None
     ) -> Iterator[BlockResult]: ...
+
+    def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``, computed wherever the executor runs work, in order."""
+        ...
 
     def close(self) -> None: ...
 
@@ -56,6 +62,10 @@ class SequentialExecutor:
                 yield segment_block(
                     pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles
                 )
+
+    def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
+        """``[fn(x) for x in items]``, here."""
+        return [fn(item) for item in items]
 
     def close(self) -> None:
         """Nothing to release."""

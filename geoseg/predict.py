@@ -293,7 +293,7 @@ def predict_scene(
     if paths.vector is not None:
         vec = vectorize_raster(
             paths.classes, paths.vector, vector_format=vector_format, simplify=simplify,
-            min_area=min_area, overwrite=overwrite,
+            min_area=min_area, overwrite=overwrite, executor=executor,
         )  # fmt: skip
         result.vector_path, result.vector_features = vec.path, vec.features
         result.seconds["vectorize"] = vec.seconds

@@ -26,12 +26,14 @@ unless two large neighbours are too close in size to tell apart within the sieve
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +46,13 @@ from geoseg.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError
 from geoseg.fileutil import check_writable, require_file
 from geoseg.grid import Window
-from geoseg.polygonize import SceneMerger, canonical, polygonize_block, sieve_block
+from geoseg.polygonize import (
+    BlockPieces,
+    SceneMerger,
+    canonical,
+    polygonize_block,
+    sieve_block,
+)
 from geoseg.raster_io import ClassRasterInfo, RasterGrid, open_dataset, read_class_info, read_pixels
 from geoseg.vector_io import SCHEMA, VECTOR_FORMATS, rebatch, resolve_output, write_vector
 
@@ -61,6 +69,8 @@ SIEVE_HALO_MAX = 1024
 """Largest sieve halo in pixels (bounds memory for a large ``min_area``)."""
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -231,28 +241,53 @@ def read_block(ds: DatasetReader, window: Window, plan: VectorizePlan) -> np.nda
     return sieve_block(classes, plan.sieve_pixels, plan.nodata, window.relative_to(read))
 
 
+def polygonize_window(
+    path: str, plan: VectorizePlan, window: Window
+) -> tuple[np.ndarray, np.ndarray, BlockPieces]:
+    """Read, sieve and polygonize one block: finished polygons, their classes, and edge pieces.
+
+    Self-contained (opens the raster itself), so it can run on any worker.
+    """
+    with open_dataset(path) as ds:
+        classes = read_block(ds, window, plan)
+    pieces = polygonize_block(
+        classes, window, plan.shape, nodata=plan.nodata,
+        background=plan.background, tolerance=plan.tolerance,
+    )  # fmt: skip
+    return pieces.split()
+
+
 def iter_polygons(
-    ds: DatasetReader, plan: VectorizePlan, progress: Progress | None = None
+    path: str,
+    plan: VectorizePlan,
+    progress: Progress | None = None,
+    executor: OrderedMapper | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Finished polygons (pixel coordinates) and their classes, block by block."""
+    """Finished polygons (pixel coordinates) and their classes, row of blocks by row of blocks.
+
+    The blocks of a row are polygonized by ``executor`` (in parallel on Dask workers) and merged
+    here in plan order, so the features are the same wherever the blocks ran.
+    """
     rows = plan.block_rows()
     total, done = sum(len(r) for r in rows), 0
     merger = SceneMerger()
+    work = functools.partial(polygonize_window, path, plan)
     for windows in rows:
+        results = executor.map_ordered(work, windows) if executor else map(work, windows)
         pending = []
-        for window in windows:
-            classes = read_block(ds, window, plan)
-            pieces = polygonize_block(
-                classes, window, plan.shape, nodata=plan.nodata,
-                background=plan.background, tolerance=plan.tolerance,
-            )  # fmt: skip
-            geometries, class_ids, rest = pieces.split()
+        for geometries, class_ids, rest in results:
             yield geometries, class_ids
             pending.append(rest)
             done += 1
             if progress is not None:
                 progress(done, total)
         yield merger.close_row(pending)
+
+
+class OrderedMapper(Protocol):
+    """An executor's ``map_ordered`` (see :mod:`geoseg.executors`)."""
+
+    def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]: ...
 
 
 class FeatureBuilder:
@@ -354,6 +389,7 @@ def vectorize_raster(
     block_size: int = 2048,
     overwrite: bool = False,
     progress: Progress | None = None,
+    executor: OrderedMapper | None = None,
 ) -> VectorizeResult:
     """Polygonize a class raster into one feature per connected region, in bounded memory.
 
@@ -383,6 +419,9 @@ def vectorize_raster(
         Replace an existing output.
     progress
         Called with ``(blocks done, blocks total)`` after each block.
+    executor
+        Where blocks are polygonized (e.g. a :class:`~geoseg.dask_executor.DaskExecutor`);
+        default this process. The output is the same either way.
 
     Returns
     -------
@@ -411,7 +450,8 @@ def vectorize_raster(
         info = read_class_info(ds)
         plan = make_plan(info, background, block_size, simplify, min_area)
         builder = FeatureBuilder(plan, to_wgs84=vector_format == "geojson")
-        batches = rebatch(builder(g, c) for g, c in iter_polygons(ds, plan, progress))
+        polygons = iter_polygons(os.fspath(classes_path), plan, progress, executor)
+        batches = rebatch(builder(g, c) for g, c in polygons)
         crs = pyproj_crs(plan.grid)
         write_vector(batches, out, vector_format, crs, class_style(info, background), overwrite)
     return VectorizeResult(

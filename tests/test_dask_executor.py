@@ -281,3 +281,31 @@ def test_task_slots():
 def test_bad_options(workers, scheduler):
     with pytest.raises(InvalidInputError):
         DaskExecutor(workers=workers, scheduler=scheduler)
+
+
+def test_vectorizing_on_workers_gives_the_same_features(tmp_path, local_executor):
+    import pyogrio
+    import shapely
+
+    from geoseg.polygonize import canonical
+    from geoseg.raster_io import write_raster
+    from geoseg.testing import UTM_CRS, utm_transform
+    from geoseg.vectorize import vectorize_raster
+
+    rng = np.random.default_rng(3)
+    blobs = np.kron(rng.integers(0, 4, size=(30, 40)), np.ones((8, 8), np.uint8))[:230, :300]
+    blobs[200:, :50] = 255  # nodata
+    classes = tmp_path / "classes.tif"
+    write_raster(classes, blobs.astype(np.uint8), UTM_CRS, utm_transform(), nodata=255,
+                 colors=default_colors(4), tags={"CLASS_NAMES": json.dumps(CLASSES)})  # fmt: skip
+    frames = []
+    for name, executor in (("seq", None), ("dask", local_executor)):
+        out = tmp_path / f"{name}.gpkg"
+        result = vectorize_raster(classes, out, block_size=48, min_area=2.0, executor=executor)
+        assert result.features > 10
+        frames.append(pyogrio.read_dataframe(out, layer=name))
+    seq, dask_ = frames
+    assert list(seq.class_id) == list(dask_.class_id)
+    np.testing.assert_array_equal(seq.area_m2, dask_.area_m2)
+    same = shapely.equals_exact(canonical(seq.geometry.values), canonical(dask_.geometry.values), 0)
+    assert same.all()
