@@ -87,3 +87,24 @@ class Closing:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class Committing:
+    """Mixin for writers: ``with obj:`` commits on success and aborts (deletes) on an error."""
+
+    def commit(self) -> None:
+        """Finish the output and move it into place."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Delete every temporary file."""
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()

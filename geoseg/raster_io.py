@@ -15,7 +15,6 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from geoseg.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, RasterReadError
 from geoseg.fileutil import (
     Closing,
+    Committing,
     atomic_output,
     check_writable,
     remove_quietly,
@@ -290,7 +290,7 @@ class _WorkingBand:
         remove_quietly(self.cog)
 
 
-class ClassRasterWriter:
+class ClassRasterWriter(Committing):
     """The single writer of a class raster (and optionally its confidence raster).
 
     Blocks are written into temporary tiled GeoTIFFs; :meth:`commit` turns them into COGs with
@@ -477,20 +477,6 @@ class ClassRasterWriter:
         if self._confidence is not None:
             self._confidence.abort(keep)
 
-    def __enter__(self) -> ClassRasterWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
-
 
 @dataclass(frozen=True)
 class ClassRasterInfo:
@@ -553,7 +539,7 @@ def write_raster(
         remove_quietly(tmp)
 
 
-class RasterBlockWriter:
+class RasterBlockWriter(Committing):
     """The single writer of a GeoTIFF filled window by window (e.g. row strips of a large scene).
 
     Writes a tiled GeoTIFF under a temporary name; leaving the ``with`` block without error
@@ -608,17 +594,3 @@ class RasterBlockWriter:
         if not self._ds.closed:
             self._ds.close()
         remove_quietly(self._tmp)
-
-    def __enter__(self) -> RasterBlockWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
