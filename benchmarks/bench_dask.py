@@ -47,8 +47,8 @@ def pattern_scene(size: int) -> Path:
     """A 3-band uint8 ``size``^2 scene of smooth waves plus hashed noise, written strip by strip."""
     from affine import Affine
 
-    from geoseg.grid import Window
-    from geoseg.raster_io import RasterBlockWriter, RasterGrid
+    from geoseg.geo.tiling import Window
+    from geoseg.io.raster import RasterBlockWriter, RasterGrid
 
     path = DATA / f"dask_pattern_{size}.tif"
     if path.exists():
@@ -81,10 +81,10 @@ def timed_blocks(executor, job, blocks) -> float:
 
 def overhead(args: argparse.Namespace) -> None:
     """Table 1: ms per tiny block, in-process vs Dask."""
-    from geoseg.dask_executor import DaskExecutor
-    from geoseg.executors import SequentialExecutor
-    from geoseg.grid import TileGrid, plan_blocks
-    from geoseg.segment import SceneJob
+    from geoseg.engine.dask import DaskExecutor
+    from geoseg.engine.executors import SequentialExecutor
+    from geoseg.geo.tiling import TileGrid, plan_blocks
+    from geoseg.engine.block import SceneJob
     from geoseg.testing import IdentityPredictor
 
     path = pattern_scene(args.overhead_size)
@@ -131,11 +131,11 @@ def warm_up(job, threads: int, bands: int = 3) -> int:
 
 def throughput(args: argparse.Namespace) -> None:
     """Table 2: real-model throughput, in-process vs 1 and 2 Dask workers."""
-    from geoseg.dask_executor import DaskExecutor
-    from geoseg.executors import SequentialExecutor
+    from geoseg.engine.dask import DaskExecutor
+    from geoseg.engine.executors import SequentialExecutor
     from geoseg.models.contract import default_colors
     from geoseg.models.modelfile import read_contract
-    from geoseg.predict import OutputPaths, TilingOptions, model_job, segment_scene
+    from geoseg.engine.scene import OutputPaths, TilingOptions, model_job, segment_scene
 
     cores = os.cpu_count() or 1
     path, model = pattern_scene(args.size), smp_model(args.tile)
@@ -186,10 +186,10 @@ def peak_rss_mb() -> float:
 
 def memory_child(size: int, args: argparse.Namespace) -> None:
     """Run one scene on a fresh local cluster; print the client's and workers' peak RSS as JSON."""
-    from geoseg.dask_executor import DaskExecutor
+    from geoseg.engine.dask import DaskExecutor
     from geoseg.models.contract import default_colors
-    from geoseg.predict import OutputPaths, segment_scene
-    from geoseg.segment import SceneJob
+    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.engine.block import SceneJob
     from geoseg.testing import PixelwisePredictor
 
     path = pattern_scene(size)

@@ -1,6 +1,6 @@
 """Benchmark the single-scene pipeline: throughput, efficiency, redundancy and peak memory.
 
-Prints, on synthetic scenes (``geoseg.synth``):
+Prints, on synthetic scenes (``geoseg.synthetic.scenes``):
 
 * model-only throughput (Mpx/s of *scene* pixels) on exactly the tiles the pipeline computed,
   in batches of the same size;
@@ -40,7 +40,7 @@ DATA = Path(__file__).parent / "_data"
 
 def scene(size: int) -> Path:
     """A synthetic RGB scene of ``size``^2 pixels (made once, reused)."""
-    from geoseg.synth import write_large_scene
+    from geoseg.synthetic.scenes import write_large_scene
 
     path = DATA / f"scene_{size}.tif"
     if not path.exists():
@@ -68,7 +68,7 @@ def model(arch: str, encoder: str, tile: int, given: str | None = None) -> Path:
     if given:
         return Path(given)
     from geoseg.models.create import create_model
-    from geoseg.synth import SYNTH_CLASSES, SYNTH_COLORS
+    from geoseg.synthetic.scenes import SYNTH_CLASSES, SYNTH_COLORS
 
     path = DATA / f"model_{arch}_{encoder}_{tile}.safetensors"
     if not path.exists():
@@ -93,7 +93,7 @@ def model_only_seconds(model_path: Path, tiles: int, tile: int, batch: int) -> f
 
 def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     """Pipeline vs model-only throughput on one scene."""
-    from geoseg.predict import TilingOptions, predict_scene
+    from geoseg.engine.scene import TilingOptions, predict_scene
 
     path, model_path = scene(size), model(args.arch, args.encoder, args.tile, args.model)
     tiling = TilingOptions(args.tile, args.overlap, args.batch_size)
@@ -115,13 +115,13 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
 
 def memory_child(size: int, args: argparse.Namespace) -> None:
     """Run one whole scene in this (fresh) process and print its peak RSS as JSON."""
-    from geoseg.blend import NODATA_CLASS  # noqa: F401  (import cost counted like a real run)
+    from geoseg.engine.blend import NODATA_CLASS  # noqa: F401  (import cost counted like a real run)
     from geoseg.models.contract import default_colors
-    from geoseg.predict import OutputPaths, segment_scene
-    from geoseg.segment import ModelSpec, SceneJob
-    from geoseg.synth import SYNTH_CLASSES
+    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.engine.block import ModelSpec, SceneJob
+    from geoseg.synthetic.scenes import SYNTH_CLASSES
     from geoseg.testing import PixelwisePredictor
-    from geoseg.vectorize import vectorize_raster
+    from geoseg.vector.vectorize import vectorize_raster
 
     path = scene(size)
     if args.memory_model == "smp":

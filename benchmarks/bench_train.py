@@ -1,6 +1,6 @@
 """Benchmark training: time per step and per epoch, and mIoU on a held-out synthetic scene.
 
-Writes ``--scenes`` synthetic scenes (``geoseg.synth``) into ``benchmarks/_data/train/`` (reused)
+Writes ``--scenes`` synthetic scenes (``geoseg.synthetic.scenes``) into ``benchmarks/_data/train/`` (reused)
 and trains on all but the last with their GeoPackage labels (``--val-fraction`` of those held out
 for validation and model selection: whole scenes when that rounds to one or more). The last scene,
 never seen in training or selection, is then predicted with ``predict_scene`` and scored with
@@ -40,10 +40,10 @@ def main() -> None:
 
     import torch
 
-    from geoseg.evaluate import evaluate
-    from geoseg.predict import TilingOptions, predict_scene
-    from geoseg.synth import write_scenes
-    from geoseg.train import TrainProgress, train_model
+    from geoseg.training.evaluate import evaluate
+    from geoseg.engine.scene import TilingOptions, predict_scene
+    from geoseg.synthetic.scenes import write_scenes
+    from geoseg.training.train import TrainProgress, train_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

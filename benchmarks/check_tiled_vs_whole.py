@@ -15,8 +15,8 @@ import rasterio
 
 from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.models.predictor import load_predictor
-from geoseg.predict import OutputPaths, segment_scene
-from geoseg.segment import ModelSpec, SceneJob
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.engine.block import ModelSpec, SceneJob
 
 TILINGS = [(256, 32), (256, 64), (512, 64)]
 

@@ -18,11 +18,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.scene_flow import RETRIES, RETRY_DELAY_SECONDS, process_scene
-from geoseg import batch
-from geoseg.batch import SceneRun
-from geoseg.catalog import Catalog, load_catalog
-from geoseg.executors import Executor
-from geoseg.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
+from geoseg.batch import runner as batch
+from geoseg.batch.runner import SceneRun
+from geoseg.batch.catalog import Catalog, load_catalog
+from geoseg.engine.executors import Executor
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
 
 
 class ScenesFailedError(RuntimeError):

@@ -1,6 +1,6 @@
 """One scene as Prefect tasks, and the coarse per-scene task the catalog flow maps over scenes.
 
-Every task calls one function of :mod:`geoseg.batch` and passes paths and small dataclasses,
+Every task calls one function of :mod:`geoseg.batch.runner` and passes paths and small dataclasses,
 never pixels; blocks are Dask work inside the segment step (the catalog's ``execution``), never
 Prefect tasks. ``cache_policy=NO_CACHE``: the skip rule is geoseg's STAC record, not Prefect's
 cache, and inputs are not hashed. Transient errors (``OSError`` that is not a ``GeosegError``)
@@ -17,22 +17,22 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from geoseg import batch
-from geoseg.batch import SceneRun
-from geoseg.catalog import load_catalog
+from geoseg.batch import runner as batch
+from geoseg.batch.runner import SceneRun
+from geoseg.batch.catalog import load_catalog
 from geoseg.errors import CatalogError
-from geoseg.executors import Executor
-from geoseg.fileutil import remove_quietly
-from geoseg.outcomes import SceneOutcome
-from geoseg.predict import PredictResult
-from geoseg.quicklook import write_quicklook
+from geoseg.engine.executors import Executor
+from geoseg.io.files import remove_quietly
+from geoseg.batch.outcomes import SceneOutcome
+from geoseg.engine.scene import PredictResult
+from geoseg.io.quicklook import write_quicklook
 
 RETRIES = 2
 RETRY_DELAY_SECONDS = 30.0
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry only what :func:`geoseg.batch.is_transient` accepts."""
+    """Prefect ``retry_condition_fn``: retry only what :func:`geoseg.batch.runner.is_transient` accepts."""
     try:
         state.result()
     except Exception as exc:

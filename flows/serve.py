@@ -17,7 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
 from flows.catalog_flow import catalog_flow
-from geoseg.catalog import Catalog, load_catalog
+from geoseg.batch.catalog import Catalog, load_catalog
 from geoseg.errors import CatalogError
 
 

@@ -7,17 +7,17 @@ from geoseg.errors import GeosegError
 from geoseg.models.contract import ModelContract
 from geoseg.models.create import create_model
 from geoseg.models.modelfile import read_contract
-from geoseg.predict import PredictResult, TilingOptions, predict_scene, segment_scene
+from geoseg.engine.scene import PredictResult, TilingOptions, predict_scene, segment_scene
 
 
 def __getattr__(name: str) -> object:
     """Import the heavier parts of the API (training, evaluation, the demo) on first use."""
     lazy = {
-        "train_model": "geoseg.train",
-        "evaluate": "geoseg.evaluate",
+        "train_model": "geoseg.training.train",
+        "evaluate": "geoseg.training.evaluate",
         "run_demo": "geoseg.demo",
-        "vectorize_raster": "geoseg.vectorize",
-        "make_executor": "geoseg.executors",
+        "vectorize_raster": "geoseg.vector.vectorize",
+        "make_executor": "geoseg.engine.executors",
     }
     if name in lazy:
         import importlib

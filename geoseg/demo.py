@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoseg.evaluate import EvaluationReport, evaluate
-from geoseg.predict import PredictResult, TilingOptions, predict_scene
-from geoseg.quicklook import overlay_png
-from geoseg.synth import SceneFiles, write_scenes
-from geoseg.train import TrainProgress, TrainResult, train_model
+from geoseg.training.evaluate import EvaluationReport, evaluate
+from geoseg.engine.scene import PredictResult, TilingOptions, predict_scene
+from geoseg.io.quicklook import overlay_png
+from geoseg.synthetic.scenes import SceneFiles, write_scenes
+from geoseg.training.train import TrainProgress, TrainResult, train_model
 
 DEMO_DIR = "geoseg_demo"
 

@@ -15,7 +15,7 @@ import numpy as np
 from affine import Affine
 
 from geoseg.models.contract import ModelContract, Normalization, default_colors
-from geoseg.raster_io import write_raster
+from geoseg.io.raster import write_raster
 
 UTM_CRS = "EPSG:32632"
 UTM_ORIGIN = (500_000.0, 5_300_000.0)

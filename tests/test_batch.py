@@ -17,19 +17,19 @@ from affine import Affine
 from PIL import Image
 
 import geoseg.cli.catalog  # noqa: F401  (registers the commands)
-from geoseg import batch
-from geoseg.batch import plan_scenes, run_batch
-from geoseg.catalog import load_catalog
+from geoseg.batch import runner as batch
+from geoseg.batch.runner import plan_scenes, run_batch
+from geoseg.batch.catalog import load_catalog
 from geoseg.cli import run_app
 from geoseg.errors import CatalogError, InputFileNotFoundError, RasterReadError
 from geoseg.models.contract import default_colors
 from geoseg.models.create import create_model
 from geoseg.models.modelfile import file_sha256
-from geoseg.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
-from geoseg.provenance import EXTENSIONS, FULL_HASH_LIMIT, fingerprint, read_item
-from geoseg.quicklook import quicklook_png
-from geoseg.raster_io import ClassRasterWriter, RasterGrid
-from geoseg.synth import write_scenes
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
+from geoseg.io.stac import EXTENSIONS, FULL_HASH_LIMIT, fingerprint, read_item
+from geoseg.io.quicklook import quicklook_png
+from geoseg.io.raster import ClassRasterWriter, RasterGrid
+from geoseg.synthetic.scenes import write_scenes
 
 CLASSES = ["background", "building", "water"]
 SIZE = 96  # pixels: 4 tiles of 64 px with overlap 16
@@ -125,7 +125,7 @@ def test_quicklook_reads_overviews_and_uses_the_colour_table(tmp_path):
     )
     colors = default_colors(3)
     with ClassRasterWriter(tmp_path / "c.tif", grid, CLASSES, colors) as writer:
-        from geoseg.grid import Window
+        from geoseg.geo.tiling import Window
 
         writer.write_block(Window(0, 0, size, size), classes)
     with rasterio.open(tmp_path / "c.tif") as ds:

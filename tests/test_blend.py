@@ -1,7 +1,7 @@
 import numpy as np
 
-from geoseg.blend import NODATA_CLASS, BlockAccumulator, axis_weights, tile_weights
-from geoseg.grid import Window
+from geoseg.engine.blend import NODATA_CLASS, BlockAccumulator, axis_weights, tile_weights
+from geoseg.geo.tiling import Window
 
 
 def test_weights_positive_smooth_and_flat_in_the_middle():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import geoseg.cli.catalog  # noqa: F401  (registers the commands)
-from geoseg.catalog import (
+from geoseg.batch.catalog import (
     Catalog,
     Defaults,
     Execution,
@@ -23,7 +23,7 @@ from geoseg.catalog import (
 from geoseg.cli import run_app
 from geoseg.errors import CatalogError
 from geoseg.models.create import create_model
-from geoseg.predict import TilingOptions
+from geoseg.engine.scene import TilingOptions
 from geoseg.testing import write_test_scene
 
 REPO = Path(__file__).resolve().parents[1]

@@ -25,13 +25,13 @@ pytest.importorskip("distributed")
 import dask
 from distributed import Client, get_task_stream
 
-from geoseg.dask_executor import DaskExecutor, implied_resources, task_slots
+from geoseg.engine.dask import DaskExecutor, implied_resources, task_slots
 from geoseg.errors import ExecutorError, InvalidInputError
-from geoseg.executors import SequentialExecutor
-from geoseg.grid import TileGrid, plan_blocks
+from geoseg.engine.executors import SequentialExecutor
+from geoseg.geo.tiling import TileGrid, plan_blocks
 from geoseg.models.contract import default_colors
-from geoseg.predict import OutputPaths, TilingOptions, model_job, segment_scene
-from geoseg.segment import SceneJob
+from geoseg.engine.scene import OutputPaths, TilingOptions, model_job, segment_scene
+from geoseg.engine.block import SceneJob
 from geoseg.testing import ContextPredictor, PixelwisePredictor, write_test_scene
 
 CLASSES = ["a", "b", "c", "d"]
@@ -287,10 +287,10 @@ def test_vectorizing_on_workers_gives_the_same_features(tmp_path, local_executor
     import pyogrio
     import shapely
 
-    from geoseg.polygonize import canonical
-    from geoseg.raster_io import write_raster
+    from geoseg.vector.polygons import canonical
+    from geoseg.io.raster import write_raster
     from geoseg.testing import UTM_CRS, utm_transform
-    from geoseg.vectorize import vectorize_raster
+    from geoseg.vector.vectorize import vectorize_raster
 
     rng = np.random.default_rng(3)
     blobs = np.kron(rng.integers(0, 4, size=(30, 40)), np.ones((8, 8), np.uint8))[:230, :300]

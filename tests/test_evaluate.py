@@ -10,8 +10,8 @@ import pytest
 from shapely.geometry import box
 
 from geoseg.errors import InvalidInputError
-from geoseg.evaluate import Scores, confusion_matrix, evaluate
-from geoseg.raster_io import write_raster
+from geoseg.training.evaluate import Scores, confusion_matrix, evaluate
+from geoseg.io.raster import write_raster
 from geoseg.testing import UTM_CRS, UTM_ORIGIN, utm_transform
 
 NAMES = ["background", "building", "water"]

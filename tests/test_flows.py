@@ -42,11 +42,11 @@ from flows import scene_flow as steps  # noqa: E402
 from flows.catalog_flow import ScenesFailedError, artifact_key, catalog_flow  # noqa: E402
 from flows.scene_flow import process_scene, retry_transient, scene_flow  # noqa: E402
 from flows.serve import deployment_options  # noqa: E402
-from geoseg.batch import plan_scenes, run_batch  # noqa: E402
-from geoseg.catalog import load_catalog  # noqa: E402
+from geoseg.batch.runner import plan_scenes, run_batch  # noqa: E402
+from geoseg.batch.catalog import load_catalog  # noqa: E402
 from geoseg.errors import CatalogError, RasterReadError  # noqa: E402
 from geoseg.models.create import create_model  # noqa: E402
-from geoseg.synth import write_scenes  # noqa: E402
+from geoseg.synthetic.scenes import write_scenes  # noqa: E402
 
 SIZE = 96  # pixels: 4 tiles of 64 px with overlap 16
 CATALOG = """

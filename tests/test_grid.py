@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from geoseg.errors import InvalidInputError
-from geoseg.grid import TileGrid, Window, axis_tile_starts, computed_pixels, plan_blocks
+from geoseg.geo.tiling import TileGrid, Window, axis_tile_starts, computed_pixels, plan_blocks
 
 
 def test_window_intersection_and_relative():

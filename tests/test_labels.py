@@ -14,8 +14,8 @@ from shapely import affinity
 from shapely.geometry import Point, Polygon, box
 
 from geoseg.errors import InvalidInputError, UnknownChoiceError
-from geoseg.grid import Window
-from geoseg.labels import (
+from geoseg.geo.tiling import Window
+from geoseg.io.labels import (
     IGNORE,
     FoundClasses,
     LabelSpec,
@@ -24,8 +24,8 @@ from geoseg.labels import (
     label_specs,
     resolve_classes,
 )
-from geoseg.raster_io import RasterGrid, write_raster
-from geoseg.sampling import survey_windows
+from geoseg.io.raster import RasterGrid, write_raster
+from geoseg.training.sampling import survey_windows
 from geoseg.testing import UTM_CRS, utm_transform
 
 CLASSES = ("background", "building", "water")

@@ -11,9 +11,9 @@ import rasterio
 from rasterio.features import rasterize
 from rio_cogeo.cogeo import cog_validate
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.models.create import create_model
-from geoseg.predict import TilingOptions, predict_scene
+from geoseg.engine.scene import TilingOptions, predict_scene
 
 
 @pytest.fixture(scope="module")

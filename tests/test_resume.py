@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from geoseg.models.contract import default_colors
-from geoseg.predict import OutputPaths, segment_scene
-from geoseg.segment import SceneJob
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.engine.block import SceneJob
 from geoseg.testing import PixelwisePredictor
 
 CLASSES = ["a", "b", "c", "d"]
@@ -141,7 +141,7 @@ def test_a_different_job_starts_afresh(tmp_path, scene):
 
 def test_resume_with_a_dask_executor(tmp_path, scene, reference):
     pytest.importorskip("distributed")
-    from geoseg.dask_executor import DaskExecutor
+    from geoseg.engine.dask import DaskExecutor
 
     job = make_job(scene)
     with DaskExecutor(workers=2) as executor:
@@ -160,8 +160,8 @@ RUN_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     from geoseg.models.contract import default_colors
-    from geoseg.predict import OutputPaths, segment_scene
-    from geoseg.segment import SceneJob
+    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.engine.block import SceneJob
     from geoseg.testing import PixelwisePredictor
 
 
@@ -208,7 +208,7 @@ def test_resume_after_kill_9(tmp_path, scene, reference):
 def test_cli_resume_with_a_real_model(tmp_path):
     """``geoseg predict --resume`` continues a run of the same model file from another process."""
     from geoseg.models.create import create_model
-    from geoseg.predict import TilingOptions, predict_scene
+    from geoseg.engine.scene import TilingOptions, predict_scene
     from geoseg.testing import write_test_scene
 
     rng = np.random.default_rng(3)

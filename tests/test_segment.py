@@ -7,12 +7,12 @@ import functools
 import numpy as np
 import pytest
 
-from geoseg.blend import NODATA_CLASS
-from geoseg.grid import TileGrid, plan_blocks
+from geoseg.engine.blend import NODATA_CLASS
+from geoseg.geo.tiling import TileGrid, plan_blocks
 from geoseg.models.contract import default_colors
-from geoseg.predict import OutputPaths, segment_scene
-from geoseg.raster_io import SceneReader
-from geoseg.segment import BlockAccumulator, SceneJob, prepare_block, tiles_to_compute
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.io.raster import SceneReader
+from geoseg.engine.block import BlockAccumulator, SceneJob, prepare_block, tiles_to_compute
 from geoseg.testing import (
     ContextPredictor,
     IdentityPredictor,
@@ -119,7 +119,7 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
 def test_block_size_does_not_change_a_real_smp_models_output(tmp_path, smooth_scene):
     from geoseg.models.create import create_model
     from geoseg.models.modelfile import file_sha256, read_contract
-    from geoseg.segment import ModelSpec
+    from geoseg.engine.block import ModelSpec
 
     path, _ = smooth_scene(height=260, width=330)
     model = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["a", "b", "c"],

@@ -9,9 +9,9 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceError
-from geoseg.grid import Window
-from geoseg.raster_io import SceneReader, read_class_info
-from geoseg.synth import (
+from geoseg.geo.tiling import Window
+from geoseg.io.raster import SceneReader, read_class_info
+from geoseg.synthetic.scenes import (
     DEFAULT_ORIGIN,
     SYNTH_CLASSES,
     SYNTH_COLORS,

@@ -12,16 +12,16 @@ from shapely import affinity
 from shapely.geometry import Point, box
 
 from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceError
-from geoseg.evaluate import evaluate
-from geoseg.grid import Window
-from geoseg.labels import IGNORE
-from geoseg.losses import LOSSES, build_loss, learning_rate
+from geoseg.training.evaluate import evaluate
+from geoseg.geo.tiling import Window
+from geoseg.io.labels import IGNORE
+from geoseg.training.losses import LOSSES, build_loss, learning_rate
 from geoseg.models.modelfile import read_contract
-from geoseg.predict import TilingOptions, predict_scene
-from geoseg.raster_io import write_raster
-from geoseg.sampling import ChipSampler, ImageArea, Survey, split_areas
+from geoseg.engine.scene import TilingOptions, predict_scene
+from geoseg.io.raster import write_raster
+from geoseg.training.sampling import ChipSampler, ImageArea, Survey, split_areas
 from geoseg.testing import UTM_CRS, utm_transform
-from geoseg.train import checkpoint_path, train_model
+from geoseg.training.train import checkpoint_path, train_model
 
 CLASSES = ("background", "building", "water")
 COLORS = np.array([[90, 120, 80], [200, 70, 60], [40, 70, 170]], np.float32)  # per class, RGB

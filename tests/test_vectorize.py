@@ -16,17 +16,17 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.errors import (
     InputFileNotFoundError,
     InvalidInputError,
     OutputExistsError,
     UnknownChoiceError,
 )
-from geoseg.grid import Window
-from geoseg.polygonize import SceneMerger, canonical, polygonize_block
-from geoseg.raster_io import write_raster
-from geoseg.vectorize import VECTOR_FORMATS, vectorize_raster
+from geoseg.geo.tiling import Window
+from geoseg.vector.polygons import SceneMerger, canonical, polygonize_block
+from geoseg.io.raster import write_raster
+from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
 
 NAMES = ["background", "water", "forest", "urban"]
 COLORS = [(0, 0, 0), (0, 0, 255), (0, 128, 0), (200, 0, 0)]

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from geoseg.batch import SceneRun, check_scene, plan_scenes, run_batch
-from geoseg.catalog import Catalog, CatalogReport, load_catalog, validate_catalog
+from geoseg.batch.runner import SceneRun, check_scene, plan_scenes, run_batch
+from geoseg.batch.catalog import Catalog, CatalogReport, load_catalog, validate_catalog
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import progress_bar
 from geoseg.errors import GeosegError
-from geoseg.outcomes import BatchSummary, SceneOutcome
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome
 
 catalog_app = typer.Typer(help="Check data catalogs (data_catalog.yaml).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")

@@ -54,7 +54,7 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing files."),
 ) -> None:
     """Write synthetic georeferenced aerial scenes with ground truth (raster and polygons)."""
-    from geoseg.synth import write_scenes
+    from geoseg.synthetic.scenes import write_scenes
 
     files = write_scenes(out, scenes, size, seed, overwrite=overwrite)
     rows = [(f.image.stem, f"{f.image.name}, {f.classes.name}, {f.labels.name}") for f in files]

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from geoseg.cli._app import app, console
-from geoseg.evaluate import EvaluationReport, evaluate
+from geoseg.training.evaluate import EvaluationReport, evaluate
 
 COLUMNS = ("class", "IoU", "F1", "precision", "recall", "pixels")
 

@@ -9,8 +9,8 @@ from rich.table import Table
 
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import progress_bar, summary_table
-from geoseg.executors import make_executor
-from geoseg.predict import PredictResult, TilingOptions, check_positive, predict_scene
+from geoseg.engine.executors import make_executor
+from geoseg.engine.scene import PredictResult, TilingOptions, check_positive, predict_scene
 
 
 def parse_bands(text: str | None) -> list[int] | None:

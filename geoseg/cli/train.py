@@ -12,7 +12,7 @@ from rich.table import Table
 
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
-from geoseg.train import TrainProgress, TrainResult, train_model
+from geoseg.training.train import TrainProgress, TrainResult, train_model
 
 
 def split_names(text: str | None) -> list[str] | None:

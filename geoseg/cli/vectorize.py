@@ -8,7 +8,7 @@ import typer
 
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import progress_bar, summary_table
-from geoseg.predict import check_positive
+from geoseg.engine.scene import check_positive
 
 
 @app.command()
@@ -26,7 +26,7 @@ def vectorize(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Turn CLASSES into one polygon per connected region of each non-background class."""
-    from geoseg.vectorize import VECTOR_FORMATS, vectorize_raster
+    from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
 
     check_positive("simplify", simplify)
     check_positive("min-area", min_area)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ModelFileError
-from geoseg.fileutil import atomic_output, require_file
+from geoseg.io.files import atomic_output, require_file
 from geoseg.models.contract import ModelContract
 
 CONTRACT_KEY = "geoseg_contract"

@@ -34,11 +34,11 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 from shapely import LineString
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.fileutil import atomic_output, check_writable
-from geoseg.grid import Window
-from geoseg.raster_io import RasterBlockWriter, RasterGrid, write_raster
+from geoseg.io.files import atomic_output, check_writable
+from geoseg.geo.tiling import Window
+from geoseg.io.raster import RasterBlockWriter, RasterGrid, write_raster
 
 SYNTH_CLASSES: tuple[str, ...] = ("background", "building", "road", "water", "tree")
 SYNTH_COLORS: tuple[tuple[int, int, int], ...] = (

@@ -1,6 +1,6 @@
 """Scene outcomes and batch summaries: the headline, the table and the quicklook page.
 
-What :mod:`geoseg.batch` returns and what ``geoseg run-catalog`` and the Prefect flows show: a
+What :mod:`geoseg.batch.runner` returns and what ``geoseg run-catalog`` and the Prefect flows show: a
 row per scene (status, why it ran or failed, hectares per class, seconds, outputs) and a
 Markdown page with each scene's quicklook embedded.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from geoseg.quicklook import data_uri
+from geoseg.io.quicklook import data_uri
 
 Status = Literal["done", "skipped", "failed"]
 MARKDOWN_QUICKLOOKS = 50

@@ -1,8 +1,8 @@
 """Where blocks run: in this process, or on Dask workers.
 
-An executor maps :func:`geoseg.segment.run_block` over a scene's blocks and yields the results
+An executor maps :func:`geoseg.engine.block.run_block` over a scene's blocks and yields the results
 (in any order) to the single writer. This module never imports Dask; the Dask executor lives in
-:mod:`geoseg.dask_executor` and is imported only when asked for.
+:mod:`geoseg.engine.dask` and is imported only when asked for.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
-from geoseg.grid import Block
-from geoseg.raster_io import SceneReader
-from geoseg.segment import BlockResult, SceneJob, read_block, segment_block
+from geoseg.geo.tiling import Block
+from geoseg.io.raster import SceneReader
+from geoseg.engine.block import BlockResult, SceneJob, read_block, segment_block
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -85,6 +85,6 @@ def make_executor(workers: int | None = None, scheduler: str | None = None) -> E
     """
     if workers is None and scheduler is None:
         return SequentialExecutor()
-    from geoseg.dask_executor import DaskExecutor
+    from geoseg.engine.dask import DaskExecutor
 
     return DaskExecutor(workers=workers, scheduler=scheduler)

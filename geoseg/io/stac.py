@@ -23,8 +23,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from geoseg.blend import NODATA_CLASS
-from geoseg.fileutil import atomic_output, is_virtual_path
+from geoseg.engine.blend import NODATA_CLASS
+from geoseg.io.files import atomic_output, is_virtual_path
 from geoseg.models.contract import ModelContract
 
 STAC_VERSION = "1.0.0"

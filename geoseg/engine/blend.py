@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoseg.grid import Window
+from geoseg.geo.tiling import Window
 
 NODATA_CLASS = 255
 """Class value written where the input is nodata."""

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoseg.blend import BlockAccumulator, tile_weights
-from geoseg.grid import Block, Window
+from geoseg.engine.blend import BlockAccumulator, tile_weights
+from geoseg.geo.tiling import Block, Window
 from geoseg.models.contract import Normalization
 from geoseg.models.predictor import Predictor, load_predictor
-from geoseg.raster_io import SceneReader
+from geoseg.io.raster import SceneReader
 
 TileCallback = Callable[[int], None]
 

@@ -21,8 +21,8 @@ import pyproj
 from pyogrio.raw import write_arrow
 
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.fileutil import check_writable, remove_quietly, temporary_sibling
-from geoseg.qgis_style import categorized_qml, categorized_sld, write_gpkg_style
+from geoseg.io.files import check_writable, remove_quietly, temporary_sibling
+from geoseg.io.qgis import categorized_qml, categorized_sld, write_gpkg_style
 
 VECTOR_FORMATS: dict[str, str] = {
     "gpkg": ".gpkg",
@@ -154,7 +154,7 @@ def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, crs: pyproj.CRS
 
 @contextlib.contextmanager
 def atomic_dataset(final: Path, suffixes: Sequence[str], overwrite: bool) -> Iterator[Path]:
-    """Like :func:`geoseg.fileutil.atomic_output`, for a dataset of several files.
+    """Like :func:`geoseg.io.files.atomic_output`, for a dataset of several files.
 
     Yields a temporary main path; on success renames its siblings with ``suffixes`` (a
     Shapefile's parts, a ``.qml`` side-car), then the main file, into place, removing stale parts

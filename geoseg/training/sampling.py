@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoseg.errors import InvalidInputError
-from geoseg.grid import TILE_MULTIPLE, Window
-from geoseg.labels import IGNORE, LabelSource, LabelSpec
+from geoseg.geo.tiling import TILE_MULTIPLE, Window
+from geoseg.io.labels import IGNORE, LabelSource, LabelSpec
 from geoseg.models.contract import Normalization
-from geoseg.raster_io import SceneReader
+from geoseg.io.raster import SceneReader
 
 CELL = 32
 """Side in pixels of a cell of the coarse class-count grid."""

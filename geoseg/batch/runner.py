@@ -5,7 +5,7 @@ module; it never imports Prefect (the flows add retries, artifacts and schedules
 
 One scene is a chain of small steps, each callable on its own (the scene flow makes each a
 task): :func:`input_fingerprint` -> :func:`freshness` -> :func:`check_scene` ->
-:func:`segment` -> :func:`vectorize` -> :func:`~geoseg.quicklook.write_quicklook` ->
+:func:`segment` -> :func:`vectorize` -> :func:`~geoseg.io.quicklook.write_quicklook` ->
 :func:`write_record`. :func:`run_scene` chains them.
 
 The skip rule: a scene is up to date when its STAC record exists (it is written last, so the
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from geoseg.catalog import (
+from geoseg.batch.catalog import (
     Catalog,
     Defaults,
     Execution,
@@ -39,14 +39,14 @@ from geoseg.catalog import (
     scene_id,
 )
 from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
-from geoseg.executors import Executor, make_executor
-from geoseg.fileutil import is_virtual_path, remove_quietly
-from geoseg.grid import Block, default_overlap
+from geoseg.engine.executors import Executor, make_executor
+from geoseg.io.files import is_virtual_path, remove_quietly
+from geoseg.geo.tiling import Block, default_overlap
 from geoseg.models.contract import ModelContract, check_input
 from geoseg.models.modelfile import file_sha256, read_contract
-from geoseg.outcomes import BatchSummary, SceneOutcome, first_line
-from geoseg.predict import PredictResult, Progress, predict_scene
-from geoseg.provenance import (
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome, first_line
+from geoseg.engine.scene import PredictResult, Progress, predict_scene
+from geoseg.io.stac import (
     ModelInfo,
     asset_paths,
     fingerprint,
@@ -55,8 +55,8 @@ from geoseg.provenance import (
     scene_item,
     write_item,
 )
-from geoseg.quicklook import write_quicklook
-from geoseg.segment import BlockResult, SceneJob
+from geoseg.io.quicklook import write_quicklook
+from geoseg.engine.block import BlockResult, SceneJob
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def plan_scenes(catalog: Catalog, only: Sequence[str] | None = None) -> list[Sce
     Parameters
     ----------
     catalog
-        A loaded catalog (:func:`geoseg.catalog.load_catalog`).
+        A loaded catalog (:func:`geoseg.batch.catalog.load_catalog`).
     only
         Entry ids or scene ids to keep (default: every scene).
 
@@ -213,7 +213,7 @@ def _check_unique(catalog: Catalog, runs: Sequence[SceneRun]) -> None:
 
 
 def input_fingerprint(run: SceneRun) -> dict[str, Any]:
-    """The input's :func:`~geoseg.provenance.fingerprint`; a missing file names its YAML path."""
+    """The input's :func:`~geoseg.io.stac.fingerprint`; a missing file names its YAML path."""
     if not is_virtual_path(run.source) and not os.path.isfile(run.source):
         raise InputFileNotFoundError(f"{run.where}.path: file not found: {run.source}")
     return fingerprint(run.source)
@@ -242,7 +242,7 @@ def check_scene(run: SceneRun) -> None:
     Raises :class:`~geoseg.errors.GeosegError` subclasses: unreadable raster, band or dtype
     mismatch.
     """
-    from geoseg.raster_io import SceneReader, ground_sample_distance
+    from geoseg.io.raster import SceneReader, ground_sample_distance
 
     with SceneReader(run.source, run.bands or None, run.nodata) as reader:
         grid = reader.grid
@@ -267,7 +267,7 @@ def segment(
 
 def vectorize(run: SceneRun, classes_path: Path) -> list[Path]:
     """Write one polygon layer per configured vector format; returns their paths."""
-    from geoseg.vectorize import VECTOR_FORMATS, vectorize_raster
+    from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
 
     written = []
     for name in run.outputs.vector_formats:

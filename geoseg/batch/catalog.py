@@ -2,8 +2,8 @@
 
 A ``data_catalog.yaml`` is read with ``yaml.safe_load`` and mapped straight onto frozen
 dataclasses whose fields are the keyword arguments of the functions they feed
-(:class:`Defaults` -> :class:`geoseg.predict.TilingOptions`, ``device``, ``tta``;
-:class:`Execution` -> :func:`geoseg.executors.make_executor`; :class:`Outputs` ->
+(:class:`Defaults` -> :class:`geoseg.engine.scene.TilingOptions`, ``device``, ``tta``;
+:class:`Execution` -> :func:`geoseg.engine.executors.make_executor`; :class:`Outputs` ->
 ``predict_scene``'s output options). There is no second config layer and no registry of class
 names: a key is valid exactly when it is a field.
 
@@ -43,10 +43,10 @@ from typing import Any
 import yaml
 
 from geoseg.errors import CatalogError, GeosegError
-from geoseg.fileutil import is_virtual_path
+from geoseg.io.files import is_virtual_path
 from geoseg.models.contract import ModelContract
 from geoseg.models.modelfile import read_contract
-from geoseg.predict import TilingOptions
+from geoseg.engine.scene import TilingOptions
 
 GLOB_CHARS = frozenset("*?[")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -102,13 +102,13 @@ class Defaults:
 
     @property
     def tiling(self) -> TilingOptions:
-        """The :class:`~geoseg.predict.TilingOptions` these defaults describe."""
+        """The :class:`~geoseg.engine.scene.TilingOptions` these defaults describe."""
         return TilingOptions(self.tile, self.overlap, self.batch_size, self.block_size)
 
 
 @dataclass(frozen=True)
 class Execution:
-    """Where blocks run: the keyword arguments of :func:`geoseg.executors.make_executor`.
+    """Where blocks run: the keyword arguments of :func:`geoseg.engine.executors.make_executor`.
 
     Neither field: in this process. ``workers``: a local Dask cluster of that many processes.
     ``scheduler``: an existing Dask scheduler (``tcp://host:8786``).
@@ -427,7 +427,7 @@ def _check_options(
     execution: Execution | None,
     schedule: Schedule | None,
 ) -> None:
-    from geoseg.vectorize import VECTOR_FORMATS
+    from geoseg.vector.vectorize import VECTOR_FORMATS
 
     for i, name in enumerate(outputs.vector_formats):
         if name not in VECTOR_FORMATS:
@@ -447,7 +447,7 @@ def _check_options(
 
 
 def _check_defaults(defaults: Defaults) -> None:
-    from geoseg.grid import TILE_MULTIPLE
+    from geoseg.geo.tiling import TILE_MULTIPLE
 
     if not DEVICE_PATTERN.match(defaults.device):
         raise _YamlPathError(

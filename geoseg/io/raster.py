@@ -27,9 +27,9 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, RasterReadError
-from geoseg.fileutil import (
+from geoseg.io.files import (
     Closing,
     Committing,
     atomic_output,
@@ -38,7 +38,7 @@ from geoseg.fileutil import (
     require_file,
     temporary_sibling,
 )
-from geoseg.grid import Window
+from geoseg.geo.tiling import Window
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
 GDAL_CACHE_MB = "64"

@@ -28,8 +28,8 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from geoseg.blend import NODATA_CLASS
-from geoseg.grid import Window
+from geoseg.engine.blend import NODATA_CLASS
+from geoseg.geo.tiling import Window
 
 SIDES = ("top", "bottom", "left", "right")
 

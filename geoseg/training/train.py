@@ -1,7 +1,7 @@
 """Train a segmentation model on GeoTIFFs and vector (or raster) labels; write a geoseg model file.
 
-:func:`train_model` delegates: labels to :mod:`geoseg.labels`, the spatial split, label survey,
-chip sampling and augmentation to :mod:`geoseg.sampling`, scores to :mod:`geoseg.evaluate`. The
+:func:`train_model` delegates: labels to :mod:`geoseg.io.labels`, the spatial split, label survey,
+chip sampling and augmentation to :mod:`geoseg.training.sampling`, scores to :mod:`geoseg.training.evaluate`. The
 model file it writes carries the contract (classes, bands, dtype, the normalisation measured on
 the training images, GSD, tile), so ``predict`` normalises exactly as training did.
 
@@ -27,17 +27,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from geoseg.errors import InvalidInputError
-from geoseg.evaluate import Scores, confusion_matrix, fmt, per_class
-from geoseg.fileutil import atomic_output, check_writable, require_file
-from geoseg.grid import check_tiling
-from geoseg.labels import IGNORE, label_specs, resolve_classes
-from geoseg.losses import build_loss, class_weights, learning_rate, parse_loss
+from geoseg.training.evaluate import Scores, confusion_matrix, fmt, per_class
+from geoseg.io.files import atomic_output, check_writable, require_file
+from geoseg.geo.tiling import check_tiling
+from geoseg.io.labels import IGNORE, label_specs, resolve_classes
+from geoseg.training.losses import build_loss, class_weights, learning_rate, parse_loss
 from geoseg.models.contract import ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
 from geoseg.models.predictor import resolve_device
 from geoseg.models.registry import build_network, check_arch, check_encoder
-from geoseg.raster_io import ground_sample_distance
-from geoseg.sampling import Split, TrainingSet, tiles_of
+from geoseg.io.raster import ground_sample_distance
+from geoseg.training.sampling import Split, TrainingSet, tiles_of
 
 CHECKPOINT_KEY = "geoseg_checkpoint"
 T = TypeVar("T")

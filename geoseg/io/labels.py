@@ -34,11 +34,11 @@ import numpy as np
 from rasterio.crs import CRS
 from rasterio.transform import array_bounds
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.fileutil import Closing, require_file
-from geoseg.grid import Window
-from geoseg.raster_io import RasterGrid, open_dataset, read_class_info, to_rio
+from geoseg.io.files import Closing, require_file
+from geoseg.geo.tiling import Window
+from geoseg.io.raster import RasterGrid, open_dataset, read_class_info, to_rio
 
 IGNORE = NODATA_CLASS
 """Label value of pixels that do not count: unlabeled (``ignore`` mode), nodata, outside."""

@@ -1,7 +1,7 @@
 """Losses that leave unlabeled pixels out, class weights and the learning-rate schedule.
 
 Every loss takes logits ``(N, K, H, W)`` (``K = 1`` in binary mode) and integer targets
-``(N, H, W)`` in which :data:`geoseg.labels.IGNORE` (255) marks pixels that must not count:
+``(N, H, W)`` in which :data:`geoseg.io.labels.IGNORE` (255) marks pixels that must not count:
 cross-entropy is torch's (class-weighted), the others SMP's with ``ignore_index``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import choice_error
-from geoseg.labels import IGNORE
+from geoseg.io.labels import IGNORE
 
 LOSSES = ("ce", "dice", "focal", "jaccard", "lovasz", "tversky")
 """Loss names; combine with ``+`` (e.g. ``ce+dice``)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from geoseg.fileutil import atomic_output
+from geoseg.io.files import atomic_output
 
 QUICKLOOK_SIZE = 256
 """Longest side of a quicklook in pixels."""
@@ -43,7 +43,7 @@ def quicklook_png(classes_path: str | os.PathLike[str], max_size: int = QUICKLOO
     from PIL import Image
     from rasterio.enums import Resampling
 
-    from geoseg.raster_io import open_dataset
+    from geoseg.io.raster import open_dataset
 
     with open_dataset(classes_path) as ds:
         shape = quicklook_shape(ds.height, ds.width, max_size)
@@ -103,7 +103,7 @@ def overlay_png(
     from PIL import Image
     from rasterio.enums import Resampling
 
-    from geoseg.raster_io import open_dataset
+    from geoseg.io.raster import open_dataset
 
     with open_dataset(classes_path) as ds:
         shape = quicklook_shape(ds.height, ds.width, max_size)

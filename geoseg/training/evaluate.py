@@ -2,7 +2,7 @@
 
 Prediction and truth are each a class raster or a vector layer; at least one must be a raster,
 whose grid is the evaluation grid (the prediction's when both are rasters). The other side is
-read as chips of that grid through :mod:`geoseg.labels` (vectors rasterized, rasters resampled
+read as chips of that grid through :mod:`geoseg.io.labels` (vectors rasterized, rasters resampled
 nearest), so memory stays bounded by the window size. Pixels that are nodata (255) or outside on
 either side do not count.
 
@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import InvalidInputError
-from geoseg.fileutil import atomic_output, require_file
-from geoseg.labels import (
+from geoseg.io.files import atomic_output, require_file
+from geoseg.io.labels import (
     IGNORE,
     FoundClasses,
     LabelSpec,
@@ -36,8 +36,8 @@ from geoseg.labels import (
     is_raster_path,
     resolve_classes,
 )
-from geoseg.raster_io import RasterGrid, grid_of, open_dataset
-from geoseg.sampling import survey_windows
+from geoseg.io.raster import RasterGrid, grid_of, open_dataset
+from geoseg.training.sampling import survey_windows
 
 # --- metrics (shared with training) -----------------------------------------------------------
 

@@ -3,19 +3,19 @@
 How a scene larger than memory becomes whole polygons:
 
 1. The raster is read in blocks of ``block_size`` pixels, row by row. With ``min_area`` each
-   block is read with a halo and sieved (:func:`~geoseg.polygonize.sieve_block`), so a small
+   block is read with a halo and sieved (:func:`~geoseg.vector.polygons.sieve_block`), so a small
    region is measured whole even when it straddles a block line.
-2. :func:`~geoseg.polygonize.polygonize_block` polygonizes a block in *pixel* coordinates
+2. :func:`~geoseg.vector.polygons.polygonize_block` polygonizes a block in *pixel* coordinates
    (4-connectivity, exact integer vertices), simplifies the block as one coverage with its
    outline fixed, and records which piece lies along each pixel of each internal block edge.
 3. Pieces that touch no internal edge are finished and written at once. The others wait in a
-   :class:`~geoseg.polygonize.SceneMerger`: pieces of one class that face each other across a
+   :class:`~geoseg.vector.polygons.SceneMerger`: pieces of one class that face each other across a
    block line along at least one pixel edge (a shared segment, not a corner) are linked; after
    each block row, groups that cannot grow any more are unioned and written, and only groups
    touching the next row are kept, so memory follows a block row, not the scene.
 4. Finished polygons are moved to the CRS with the raster's affine transform, measured in m²
    (:class:`GroundArea`), filtered by ``min_area`` and streamed in batches
-   (:mod:`geoseg.vector_io`) to a temporary file renamed into place when complete.
+   (:mod:`geoseg.io.vector`) to a temporary file renamed into place when complete.
 
 Every polygon is one 4-connected region. Without ``simplify`` or ``min_area`` the output is the
 same for any block size (tested against the whole image). ``simplify`` keeps the points where
@@ -42,19 +42,19 @@ import shapely
 from affine import Affine
 from rasterio.io import DatasetReader
 
-from geoseg.blend import NODATA_CLASS
+from geoseg.engine.blend import NODATA_CLASS
 from geoseg.errors import InvalidInputError
-from geoseg.fileutil import check_writable, require_file
-from geoseg.grid import Window
-from geoseg.polygonize import (
+from geoseg.io.files import check_writable, require_file
+from geoseg.geo.tiling import Window
+from geoseg.vector.polygons import (
     BlockPieces,
     SceneMerger,
     canonical,
     polygonize_block,
     sieve_block,
 )
-from geoseg.raster_io import ClassRasterInfo, RasterGrid, open_dataset, read_class_info, read_pixels
-from geoseg.vector_io import SCHEMA, VECTOR_FORMATS, rebatch, resolve_output, write_vector
+from geoseg.io.raster import ClassRasterInfo, RasterGrid, open_dataset, read_class_info, read_pixels
+from geoseg.io.vector import SCHEMA, VECTOR_FORMATS, rebatch, resolve_output, write_vector
 
 __all__ = ["VECTOR_FORMATS", "GroundArea", "VectorizeResult", "vectorize_raster"]
 
@@ -285,7 +285,7 @@ def iter_polygons(
 
 
 class OrderedMapper(Protocol):
-    """An executor's ``map_ordered`` (see :mod:`geoseg.executors`)."""
+    """An executor's ``map_ordered`` (see :mod:`geoseg.engine.executors`)."""
 
     def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]: ...
 
@@ -304,7 +304,7 @@ class FeatureBuilder:
         self.area_m2: dict[str, float] = {}
 
     def __call__(self, geometries: np.ndarray, class_ids: np.ndarray) -> pa.RecordBatch:
-        """One record batch (possibly empty) in :data:`geoseg.vector_io.SCHEMA`."""
+        """One record batch (possibly empty) in :data:`geoseg.io.vector.SCHEMA`."""
         geometries = pixel_to_crs(canonical(geometries), self.plan.grid.transform)
         area = self.meter(geometries)
         keep = area >= self.plan.min_area
@@ -420,7 +420,7 @@ def vectorize_raster(
     progress
         Called with ``(blocks done, blocks total)`` after each block.
     executor
-        Where blocks are polygonized (e.g. a :class:`~geoseg.dask_executor.DaskExecutor`);
+        Where blocks are polygonized (e.g. a :class:`~geoseg.engine.dask.DaskExecutor`);
         default this process. The output is the same either way.
 
     Returns

@@ -1,9 +1,9 @@
 """Segment a whole scene: plan blocks, run them on an executor, write the COGs, vectorize.
 
 :func:`segment_scene` produces the class (and confidence) rasters; :func:`predict_scene` adds the
-polygon layer and a summary. Both delegate: geometry to :mod:`geoseg.grid`, the per-block work to
-:mod:`geoseg.segment`, parallelism to :mod:`geoseg.executors`, writing to
-:class:`geoseg.raster_io.ClassRasterWriter`.
+polygon layer and a summary. Both delegate: geometry to :mod:`geoseg.geo.tiling`, the per-block work to
+:mod:`geoseg.engine.block`, parallelism to :mod:`geoseg.engine.executors`, writing to
+:class:`geoseg.io.raster.ClassRasterWriter`.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.errors import InvalidInputError
-from geoseg.executors import Executor, SequentialExecutor
-from geoseg.fileutil import check_writable, is_virtual_path, require_file
-from geoseg.grid import TileGrid, default_block_size, default_overlap, plan_blocks
+from geoseg.engine.executors import Executor, SequentialExecutor
+from geoseg.io.files import check_writable, is_virtual_path, require_file
+from geoseg.geo.tiling import TileGrid, default_block_size, default_overlap, plan_blocks
 from geoseg.models.contract import ModelContract, check_input
 from geoseg.models.modelfile import file_sha256, read_contract
-from geoseg.raster_io import ClassRasterWriter, RasterGrid, SceneReader, ground_sample_distance
-from geoseg.segment import ModelSpec, SceneJob, scene_path
+from geoseg.io.raster import ClassRasterWriter, RasterGrid, SceneReader, ground_sample_distance
+from geoseg.engine.block import ModelSpec, SceneJob, scene_path
 
 Progress = Callable[[int, int], None]
 """Called with (tiles done, tiles total)."""
@@ -272,7 +272,7 @@ def predict_scene(
     >>> result.segment.area_ha()  # doctest: +SKIP
     {'background': 12.5, 'building': 3.1}
     """
-    from geoseg.vectorize import VECTOR_FORMATS, vectorize_raster
+    from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
 
     require_file(scene, "scene")
     path = scene_path(scene)

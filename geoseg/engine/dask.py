@@ -1,13 +1,13 @@
 """Run a scene's blocks on a Dask cluster: a local one it starts, or an existing scheduler.
 
-Each block is one task running :func:`geoseg.segment.run_block` on a worker. The task carries the
-small :class:`~geoseg.segment.SceneJob` and the block's windows, never pixels: the worker reads its
+Each block is one task running :func:`geoseg.engine.block.run_block` on a worker. The task carries the
+small :class:`~geoseg.engine.block.SceneJob` and the block's windows, never pixels: the worker reads its
 own window from the scene path (opened once per worker thread and run, then reused) and sends
 back uint8 classes and confidence, straight to the client. At most ``max_in_flight`` blocks are
 submitted at a time (default: two per worker slot) and a new one goes out as each result arrives,
 so memory on the client and the workers is bounded by the blocks in flight, not by the scene.
 
-The output is byte-identical to :class:`geoseg.executors.SequentialExecutor`: the per-block
+The output is byte-identical to :class:`geoseg.engine.executors.SequentialExecutor`: the per-block
 function is the same and blocks write disjoint windows, so neither order nor worker matters.
 
 GPU workers
@@ -27,7 +27,7 @@ workers (``distributed.scheduler.allowed-failures``, default 3 retries) ends the
 
 Examples
 --------
->>> from geoseg.executors import make_executor
+>>> from geoseg.engine.executors import make_executor
 >>> executor = make_executor(workers=2)  # doctest: +SKIP
 >>> segment_scene(job, paths, names, colors, executor=executor)  # doctest: +SKIP
 >>> executor.close()  # doctest: +SKIP
@@ -46,10 +46,10 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoseg.errors import ExecutorError, InvalidInputError
-from geoseg.fileutil import Closing
-from geoseg.grid import Block
-from geoseg.raster_io import SceneReader
-from geoseg.segment import BlockResult, SceneJob, TileCallback, run_block
+from geoseg.io.files import Closing
+from geoseg.geo.tiling import Block
+from geoseg.io.raster import SceneReader
+from geoseg.engine.block import BlockResult, SceneJob, TileCallback, run_block
 
 T = TypeVar("T")
 R = TypeVar("R")
