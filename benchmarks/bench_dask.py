@@ -47,8 +47,9 @@ def pattern_scene(size: int) -> Path:
     """A 3-band uint8 ``size``^2 scene of smooth waves plus hashed noise, written strip by strip."""
     from affine import Affine
 
-    from geoseg.geo.tiling import Window
-    from geoseg.io.raster import RasterBlockWriter, RasterGrid
+    from geoseg.geo.geobox import RasterGrid
+    from geoseg.geo.window import Window
+    from geoseg.io.raster import RasterBlockWriter
 
     path = DATA / f"dask_pattern_{size}.tif"
     if path.exists():
@@ -81,10 +82,10 @@ def timed_blocks(executor, job, blocks) -> float:
 
 def overhead(args: argparse.Namespace) -> None:
     """Table 1: ms per tiny block, in-process vs Dask."""
+    from geoseg.engine.block import SceneJob
     from geoseg.engine.dask import DaskExecutor
     from geoseg.engine.executors import SequentialExecutor
     from geoseg.geo.tiling import TileGrid, plan_blocks
-    from geoseg.engine.block import SceneJob
     from geoseg.testing import IdentityPredictor
 
     path = pattern_scene(args.overhead_size)
@@ -110,11 +111,11 @@ def overhead(args: argparse.Namespace) -> None:
 
 def smp_model(tile: int) -> Path:
     """A randomly initialised unet/resnet18 (speed does not depend on the weights)."""
-    from geoseg.models.create import create_model
+    from geoseg.testing import create_test_model
 
     path = DATA / f"dask_unet_resnet18_{tile}.safetensors"
     if not path.exists():
-        create_model(path, "unet", "resnet18", 3, list(MEMORY_CLASSES), tile_size=tile)
+        create_test_model(path, "unet", "resnet18", 3, list(MEMORY_CLASSES), tile_size=tile)
     return path
 
 
@@ -133,21 +134,27 @@ def throughput(args: argparse.Namespace) -> None:
     """Table 2: real-model throughput, in-process vs 1 and 2 Dask workers."""
     from geoseg.engine.dask import DaskExecutor
     from geoseg.engine.executors import SequentialExecutor
+    from geoseg.engine.scene import OutputPaths, model_job, segment_scene
+    from geoseg.io.class_raster import Legend
     from geoseg.models.contract import default_colors
     from geoseg.models.modelfile import read_contract
-    from geoseg.engine.scene import OutputPaths, TilingOptions, model_job, segment_scene
+    from geoseg.options import InferenceOptions, PredictOptions, TilingOptions
 
     cores = os.cpu_count() or 1
     path, model = pattern_scene(args.size), smp_model(args.tile)
     contract = read_contract(model)
-    tiling = TilingOptions(args.tile, args.overlap, args.batch_size, args.block_size)
-    job = model_job(str(path), model, contract, tiling, device="cpu")
-    colors = default_colors(len(contract.classes))
+    tiling = TilingOptions(
+        tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+        block_size=args.block_size,
+    )  # fmt: skip
+    options = PredictOptions(tiling=tiling, inference=InferenceOptions(device="cpu"))
+    job = model_job(str(path), model, contract, options)
+    legend = Legend(contract.classes, default_colors(len(contract.classes)))
     mpx = args.size**2 / 1e6
 
     def run(executor, name: str):
-        paths = OutputPaths(DATA / "out" / f"dask_{name}_classes.tif")
-        return segment_scene(job, paths, contract.classes, colors, args.block_size, executor,
+        paths = OutputPaths(classes=DATA / "out" / f"dask_{name}_classes.tif")
+        return segment_scene(job, paths, legend, block_size=args.block_size, executor=executor,
                              overwrite=True)  # fmt: skip
 
     print(f"\n## throughput: unet/resnet18, {args.size}^2 scene, tile {args.tile}, overlap "
@@ -186,19 +193,20 @@ def peak_rss_mb() -> float:
 
 def memory_child(size: int, args: argparse.Namespace) -> None:
     """Run one scene on a fresh local cluster; print the client's and workers' peak RSS as JSON."""
-    from geoseg.engine.dask import DaskExecutor
-    from geoseg.models.contract import default_colors
-    from geoseg.engine.scene import OutputPaths, segment_scene
     from geoseg.engine.block import SceneJob
+    from geoseg.engine.dask import DaskExecutor
+    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.io.class_raster import Legend
+    from geoseg.models.contract import default_colors
     from geoseg.testing import PixelwisePredictor
 
     path = pattern_scene(size)
     job = SceneJob(str(path), functools.partial(PixelwisePredictor, 3, len(MEMORY_CLASSES)),
                    None, 512, 64, args.batch_size)  # fmt: skip
-    paths = OutputPaths(DATA / "mem" / f"dask_mem_{size}_classes.tif")
+    paths = OutputPaths(classes=DATA / "mem" / f"dask_mem_{size}_classes.tif")
+    legend = Legend(MEMORY_CLASSES, default_colors(len(MEMORY_CLASSES)))
     with DaskExecutor(workers=args.workers) as executor:
-        result = segment_scene(job, paths, MEMORY_CLASSES, default_colors(len(MEMORY_CLASSES)),
-                               executor=executor, overwrite=True)  # fmt: skip
+        result = segment_scene(job, paths, legend, executor=executor, overwrite=True)
         workers = executor.client.run(peak_rss_mb)
     print(json.dumps({"size": size, "client_mb": peak_rss_mb(), "seconds": result.seconds,
                       "workers_mb": sorted(workers.values()), "tiles": result.tiles}))  # fmt: skip

@@ -67,13 +67,13 @@ def model(arch: str, encoder: str, tile: int, given: str | None = None) -> Path:
     """
     if given:
         return Path(given)
-    from geoseg.models.create import create_model
     from geoseg.synthetic.scenes import SYNTH_CLASSES, SYNTH_COLORS
+    from geoseg.testing import create_test_model
 
     path = DATA / f"model_{arch}_{encoder}_{tile}.safetensors"
     if not path.exists():
         DATA.mkdir(parents=True, exist_ok=True)
-        create_model(path, arch, encoder, 3, list(SYNTH_CLASSES), colors=list(SYNTH_COLORS),
+        create_test_model(path, arch, encoder, 3, list(SYNTH_CLASSES), colors=list(SYNTH_COLORS),
                      tile_size=tile, gsd=0.5)  # fmt: skip
     return path
 
@@ -93,13 +93,17 @@ def model_only_seconds(model_path: Path, tiles: int, tile: int, batch: int) -> f
 
 def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     """Pipeline vs model-only throughput on one scene."""
-    from geoseg.engine.scene import TilingOptions, predict_scene
+    from geoseg.engine.scene import predict_scene
+    from geoseg.options import InferenceOptions, PredictOptions, TilingOptions
 
     path, model_path = scene(size), model(args.arch, args.encoder, args.tile, args.model)
-    tiling = TilingOptions(args.tile, args.overlap, args.batch_size)
+    tiling = TilingOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    options = PredictOptions(
+        tiling=tiling, inference=InferenceOptions(device="cpu"), overwrite=True
+    )
     out = DATA / "out"
     started = time.perf_counter()
-    result = predict_scene(path, model_path, out, tiling=tiling, device="cpu", overwrite=True)
+    result = predict_scene(path, model_path, out, options)
     pipeline = time.perf_counter() - started
     seg = result.segment
     model_s = model_only_seconds(model_path, seg.tiles, args.tile, args.batch_size)
@@ -115,10 +119,11 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
 
 def memory_child(size: int, args: argparse.Namespace) -> None:
     """Run one whole scene in this (fresh) process and print its peak RSS as JSON."""
-    from geoseg.engine.blend import NODATA_CLASS  # noqa: F401  (import cost counted like a real run)
-    from geoseg.models.contract import default_colors
-    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.conventions import NODATA_CLASS  # noqa: F401  (import cost counted like a real run)
     from geoseg.engine.block import ModelSpec, SceneJob
+    from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.io.class_raster import Legend
+    from geoseg.models.contract import default_colors
     from geoseg.synthetic.scenes import SYNTH_CLASSES
     from geoseg.testing import PixelwisePredictor
     from geoseg.vector.vectorize import vectorize_raster
@@ -135,10 +140,10 @@ def memory_child(size: int, args: argparse.Namespace) -> None:
         normalization = None
     job = SceneJob(str(path), predictor, normalization, args.tile, args.overlap, args.batch_size)
     out = DATA / "mem"
-    paths = OutputPaths(out / f"mem_{size}_classes.tif")
+    paths = OutputPaths(classes=out / f"mem_{size}_classes.tif")
     started = time.perf_counter()
-    seg = segment_scene(job, paths, SYNTH_CLASSES, default_colors(len(SYNTH_CLASSES)),
-                        args.block_size, overwrite=True)  # fmt: skip
+    legend = Legend(SYNTH_CLASSES, default_colors(len(SYNTH_CLASSES)))
+    seg = segment_scene(job, paths, legend, block_size=args.block_size, overwrite=True)
     features, vectorize_s = 0, 0.0
     if args.memory_vectorize:
         vec = vectorize_raster(paths.classes, out / f"mem_{size}.gpkg", overwrite=True)

@@ -40,9 +40,16 @@ def main() -> None:
 
     import torch
 
-    from geoseg.training.evaluate import evaluate
-    from geoseg.engine.scene import TilingOptions, predict_scene
+    from geoseg.engine.scene import predict_scene
+    from geoseg.options import (
+        InferenceOptions,
+        OutputOptions,
+        PredictOptions,
+        TilingOptions,
+        TrainOptions,
+    )
     from geoseg.synthetic.scenes import write_scenes
+    from geoseg.training.evaluate import evaluate
     from geoseg.training.train import TrainProgress, train_model
 
     if args.threads:
@@ -64,17 +71,28 @@ def main() -> None:
         last[0] = now
 
     train = files[:-1]
-    result = train_model(
-        [f.image for f in train], [f.labels for f in train], out, tile=args.tile,
-        epochs=args.epochs, steps_per_epoch=args.steps, batch_size=args.batch_size, lr=args.lr,
-        loss=args.loss, arch=args.arch, encoder=args.encoder, device="cpu",
-        val_fraction=args.val_fraction, overwrite=True, progress=progress,
+    recipe = TrainOptions(
+        tile=args.tile, epochs=args.epochs, steps_per_epoch=args.steps,
+        batch_size=args.batch_size, lr=args.lr, loss=args.loss, arch=args.arch,
+        encoder=args.encoder, device="cpu", val_fraction=args.val_fraction,
     )  # fmt: skip
+    result = train_model(
+        [f.image for f in train],
+        [f.labels for f in train],
+        out,
+        recipe,
+        overwrite=True,
+        progress=progress,
+    )
     held_out = files[-1]
     tic = time.perf_counter()
-    tiling = TilingOptions(overlap=64, batch_size=8)
-    pred = predict_scene(held_out.image, out, DATA / "pred", vector_format=None, device="cpu",
-                         tiling=tiling, overwrite=True)  # fmt: skip
+    options = PredictOptions(
+        tiling=TilingOptions(overlap=64, batch_size=8),
+        inference=InferenceOptions(device="cpu"),
+        output=OutputOptions(vector_formats=()),
+        overwrite=True,
+    )
+    pred = predict_scene(held_out.image, out, DATA / "pred", options)
     predict_s = time.perf_counter() - tic
     report = evaluate(pred.segment.classes_path, held_out.classes)
     steps = sorted(step_times[1:]) or [float("nan")]

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
+from geoseg.engine.block import ModelSpec, SceneJob
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.io.class_raster import Legend
 from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.models.predictor import load_predictor
-from geoseg.engine.scene import OutputPaths, segment_scene
-from geoseg.engine.block import ModelSpec, SceneJob
 
 TILINGS = [(256, 32), (256, 64), (512, 64)]
 
@@ -35,8 +36,9 @@ def main() -> None:
     for tile, overlap in TILINGS:
         spec = ModelSpec(model, file_sha256(model), "cpu")
         job = SceneJob(scene, spec, contract.normalization, tile, overlap, 4)
-        paths = OutputPaths(Path(f"/tmp/tiled_vs_whole_{tile}_{overlap}.tif"))
-        segment_scene(job, paths, contract.classes, contract.colors, overwrite=True)
+        paths = OutputPaths(classes=Path(f"/tmp/tiled_vs_whole_{tile}_{overlap}.tif"))
+        legend = Legend(contract.classes, contract.colors)
+        segment_scene(job, paths, legend, overwrite=True)
         with rasterio.open(paths.classes) as ds:
             tiled = ds.read(1)
         print(f"| {tile} | {overlap} | {np.mean(tiled[valid] == whole[valid]):.4%} |")

@@ -1,7 +1,8 @@
 """Every scene of a data catalog: discover, skip what is up to date, run the rest, summarise.
 
-One Prefect task per scene (:func:`flows.scene_flow.process_scene`), run one after another so
-the scene's blocks get the whole machine (or the catalog's Dask cluster). A scene that fails is
+The loop is geoseg's own (:func:`geoseg.batch.runner.run_batch`); the flow only runs each
+scene as a Prefect task (:func:`flows.scene_flow.process_scene`), one after another so the
+scene's blocks get the whole machine (or the catalog's Dask cluster). A scene that fails is
 reported and the others go on; the flow run ends Failed when any scene failed, so it stands out
 in the UI and can trigger an automation. Each run publishes two artifacts: a table (scene,
 status, hectares per class, seconds, outputs) and a Markdown page of quicklooks.
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Any
+from typing import Any, cast
 
-from prefect import flow, get_run_logger, tags, task
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from flows.scene_flow import RETRIES, RETRY_DELAY_SECONDS, process_scene
 from geoseg.batch import runner as batch
-from geoseg.batch.runner import SceneRun
 from geoseg.batch.catalog import Catalog, load_catalog
-from geoseg.engine.executors import Executor
 from geoseg.batch.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
+from geoseg.batch.runner import SceneRun
+from geoseg.engine.executors import Executor
 
 
 class ScenesFailedError(RuntimeError):
@@ -41,12 +41,6 @@ class ScenesFailedError(RuntimeError):
     def summary(self) -> dict[str, Any]:
         """The run's summary (as a successful run returns it)."""
         return dict(self.args[1])
-
-
-@task(name="discover-scenes", cache_policy=NO_CACHE)
-def discover_scenes(catalog: Catalog, only: list[str] | None = None) -> list[SceneRun]:
-    """Expand the catalog's globs now, so files added since the last run are picked up."""
-    return batch.plan_scenes(catalog, only)
 
 
 def artifact_key(name: str) -> str:
@@ -75,17 +69,25 @@ def publish_artifacts(summary: BatchSummary, catalog: Catalog) -> None:
     )
 
 
-def run_one(task: Any, run: SceneRun, executor: Executor, force: bool) -> SceneOutcome:
-    """Run a scene's task; a failed final state (after retries) becomes a failed outcome."""
-    started = time.perf_counter()
-    with tags(*run.tags):
-        state = task(run, executor, force, return_state=True)
-    if state.is_completed():
-        return state.result()
-    error = state.result(raise_on_failure=False)
-    if not isinstance(error, BaseException):
-        error = state.message or "failed"
-    return batch.failed_outcome(run, error, time.perf_counter() - started)
+def task_runner(scene_task: Any) -> batch.SceneRunner:
+    """A scene runner for :func:`geoseg.batch.runner.run_batch` that runs each scene as a task.
+
+    Prefect retries transient errors (logged by the task's retry condition); a failed final state
+    becomes a failed outcome, so the batch goes on with the other scenes.
+    """
+
+    def run(scene: SceneRun, executor: Executor, force: bool, progress: Any = None) -> SceneOutcome:
+        started = time.perf_counter()
+        with tags(*scene.tags):
+            state = scene_task(scene, executor, force, return_state=True)
+        if state.is_completed():
+            return cast(SceneOutcome, state.result())
+        error = state.result(raise_on_failure=False)
+        if not isinstance(error, BaseException):
+            error = state.message or "failed"
+        return batch.failed_outcome(scene, error, time.perf_counter() - started)
+
+    return run
 
 
 @flow(name="geoseg-catalog")
@@ -120,23 +122,20 @@ def catalog_flow(
         After every scene ran and the artifacts were published, when a scene failed: the flow
         run ends Failed (visible in the UI, usable by automations); ``.summary`` has the outcomes.
     """
-    started = time.perf_counter()
     logger = get_run_logger()
     loaded = load_catalog(catalog)
-    runs = discover_scenes(loaded, only)
-    logger.info("%s: %d scene(s) found", loaded.path, len(runs))
     scene_task = process_scene.with_options(
         retries=retries, retry_delay_seconds=retry_delay_seconds
     )
-    outcomes = []
-    with batch.open_executor(loaded.execution) as executor:
-        for run in runs:
-            outcome = run_one(scene_task, run, executor, force)
-            logger.info(
-                "%s: %s (%s, %.1f s)", outcome.id, outcome.status, outcome.reason, outcome.seconds
-            )
-            outcomes.append(outcome)
-    summary = BatchSummary(tuple(outcomes), time.perf_counter() - started)
+    summary = batch.run_batch(
+        loaded,
+        only,
+        force=force,
+        runner=task_runner(scene_task),
+        on_outcome=lambda o: logger.info(
+            "%s: %s (%s, %.1f s)", o.id, o.status, o.reason, o.seconds
+        ),
+    )
     publish_artifacts(summary, loaded)
     logger.info(summary.headline())
     if summary.failed:

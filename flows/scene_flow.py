@@ -10,6 +10,7 @@ are retried; a user's mistake (missing file, corrupt raster, band mismatch) is n
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -18,25 +19,33 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from geoseg.batch import runner as batch
-from geoseg.batch.runner import SceneRun
 from geoseg.batch.catalog import load_catalog
-from geoseg.errors import CatalogError
+from geoseg.batch.outcomes import SceneOutcome, first_line
+from geoseg.batch.runner import SceneRun
+from geoseg.conventions import LOGGER_NAME
 from geoseg.engine.executors import Executor
-from geoseg.io.files import remove_quietly
-from geoseg.batch.outcomes import SceneOutcome
 from geoseg.engine.scene import PredictResult
+from geoseg.errors import CatalogError
 from geoseg.io.quicklook import write_quicklook
 
+log = logging.getLogger(LOGGER_NAME)
 RETRIES = 2
 RETRY_DELAY_SECONDS = 30.0
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry only what :func:`geoseg.batch.runner.is_transient` accepts."""
+    """Prefect ``retry_condition_fn``: retry (and log) only transient errors.
+
+    What :func:`geoseg.batch.runner.is_transient` accepts: I/O and network errors, never a user's
+    mistake. Each retry is logged through ``logging.getLogger("geoseg")``.
+    """
     try:
         state.result()
     except Exception as exc:
-        return batch.is_transient(exc)
+        transient = batch.is_transient(exc)
+        if transient:
+            log.warning("%s: %s; Prefect retries it", task_run.name, first_line(exc))
+        return transient
     return False
 
 
@@ -72,7 +81,6 @@ def check_scene(run: SceneRun, force: bool = False) -> tuple[dict[str, Any], str
 @task(name="segment", task_run_name="segment {run.id}", **RETRYING)
 def segment(run: SceneRun, executor: Executor | None = None) -> PredictResult:
     """Class COG (and confidence COG); the old record goes first so a failure never looks done."""
-    remove_quietly(run.record)
     return batch.segment(run, executor)
 
 

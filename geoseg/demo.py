@@ -12,16 +12,23 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from geoseg.training.evaluate import EvaluationReport, evaluate
-from geoseg.engine.scene import PredictResult, TilingOptions, predict_scene
+from geoseg.engine.scene import PredictResult, predict_scene
 from geoseg.io.quicklook import overlay_png
+from geoseg.options import (
+    InferenceOptions,
+    OutputOptions,
+    PredictOptions,
+    TilingOptions,
+    TrainOptions,
+)
 from geoseg.synthetic.scenes import SceneFiles, write_scenes
+from geoseg.training.evaluate import EvaluationReport, evaluate
 from geoseg.training.train import TrainProgress, TrainResult, train_model
 
 DEMO_DIR = "geoseg_demo"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class DemoOptions:
     """Size of the demo: scenes (the last is held out for testing), training length, tiling."""
 
@@ -37,7 +44,7 @@ class DemoOptions:
     seed: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoResult:
     """What the demo made and measured."""
 
@@ -78,12 +85,19 @@ def demo_model(
     if model.exists():
         return None
     train = scenes[:-1]
+    recipe = TrainOptions(
+        arch=options.arch,
+        encoder=options.encoder,
+        tile=options.tile,
+        epochs=options.epochs,
+        batch_size=options.batch_size,
+        steps_per_epoch=options.steps_per_epoch,
+        device=options.device,
+        seed=options.seed,
+    )
     return train_model(
-        [s.image for s in train], [s.labels for s in train], model, arch=options.arch,
-        encoder=options.encoder, tile=options.tile, epochs=options.epochs,
-        batch_size=options.batch_size, steps_per_epoch=options.steps_per_epoch,
-        device=options.device, seed=options.seed, progress=progress,
-    )  # fmt: skip
+        [s.image for s in train], [s.labels for s in train], model, recipe, progress=progress
+    )
 
 
 def run_demo(
@@ -120,12 +134,26 @@ def run_demo(
     classes = out / "predictions" / f"{test.image.stem}_classes.tif"
     prediction = None
     if not is_newer(classes, model):
+        predict_options = PredictOptions(
+            tiling=TilingOptions(tile=options.tile),
+            inference=InferenceOptions(device=options.device),
+            output=OutputOptions(confidence=True),
+            overwrite=True,
+        )
         prediction = predict_scene(
-            test.image, model, out / "predictions", tiling=TilingOptions(tile=options.tile),
-            device=options.device, confidence=True, overwrite=True, progress=predict_progress,
-        )  # fmt: skip
+            test.image, model, out / "predictions", predict_options, progress=predict_progress
+        )
         seconds["predict"] = prediction.total_seconds
     report = evaluate(classes, test.classes, out_json=out / "evaluation.json")
     quicklook = overlay_png(test.image, classes, out / "quicklook.png")
     seconds["total"] = time.perf_counter() - started
-    return DemoResult(out, scenes, model, prediction, report, quicklook, trained, seconds)
+    return DemoResult(
+        out_dir=out,
+        scenes=scenes,
+        model=model,
+        prediction=prediction,
+        report=report,
+        quicklook=quicklook,
+        trained=trained,
+        seconds=seconds,
+    )

@@ -4,13 +4,70 @@ Every error geoseg raises for a user's mistake is a :class:`GeosegError`. Each s
 inherits the builtin it resembles, so ``except FileNotFoundError`` keeps working for callers that
 do not know geoseg. Messages say what was received, what was expected and how to fix it; the CLI
 prints them as one line.
+
+Errors name *options*, never command-line flags: a message marks an option name in backticks
+(`` `bands` ``) and lists it in :attr:`GeosegError.options`; each front end renders the mark in
+its own words with :meth:`GeosegError.render`: the CLI as ``--bands``, the data catalog as
+``scenes[3].bands``, Python (``str(error)``) as ``bands``.
+
+Examples
+--------
+>>> error = InvalidInputError("batch size 0 is invalid; set `batch_size` to 1 or more",
+...                           option="batch_size")
+>>> str(error)
+'batch size 0 is invalid; set batch_size to 1 or more'
+>>> error.render(lambda name: "--" + name.replace("_", "-"))
+'batch size 0 is invalid; set --batch-size to 1 or more'
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+OptionNamer = Callable[[str], str]
+"""How a front end names an option: ``"batch_size" -> "--batch-size"``."""
+
 
 class GeosegError(Exception):
-    """Base class of every error geoseg raises on purpose."""
+    """Base class of every error geoseg raises on purpose.
+
+    Parameters
+    ----------
+    message
+        One line: what was received, what was expected, the fix. Option names in backticks.
+    option
+        The option the message is about (also accepted: ``options``, several).
+    """
+
+    def __init__(
+        self, message: str = "", *, option: str | None = None, options: Sequence[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.template = message
+        self.options: tuple[str, ...] = (option,) if option else tuple(options)
+
+    @property
+    def option(self) -> str | None:
+        """The first option the message names, if any."""
+        return self.options[0] if self.options else None
+
+    def render(self, name: OptionNamer | None = None) -> str:
+        """The message with each marked option named by ``name`` (default: its Python name)."""
+        text = self.template
+        for option in self.options:
+            text = text.replace(f"`{option}`", name(option) if name else option)
+        return text
+
+    def __str__(self) -> str:
+        return self.render()
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return _rebuild, (type(self), self.template, self.options)
+
+
+def _rebuild(cls: type[GeosegError], template: str, options: tuple[str, ...]) -> GeosegError:
+    """Unpickle an error with its options (errors cross process boundaries on Dask)."""
+    return cls(template, options=options)
 
 
 class InputFileNotFoundError(GeosegError, FileNotFoundError):
@@ -58,7 +115,7 @@ class GsdMismatchWarning(GeosegWarning):
 
 
 def choice_error(
-    kind: str, received: str, valid: list[str] | tuple[str, ...]
+    kind: str, received: str, valid: Sequence[str], option: str | None = None
 ) -> UnknownChoiceError:
     """Build an :class:`UnknownChoiceError` that lists the valid choices.
 
@@ -68,5 +125,5 @@ def choice_error(
     "unknown architecture 'unet3'; choose one of: fpn, unet"
     """
     return UnknownChoiceError(
-        f"unknown {kind} {received!r}; choose one of: {', '.join(sorted(valid))}"
+        f"unknown {kind} {received!r}; choose one of: {', '.join(sorted(valid))}", option=option
     )

@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from affine import Affine
 
-from geoseg.models.contract import ModelContract, Normalization, default_colors
 from geoseg.io.raster import write_raster
+from geoseg.models.contract import ModelContract, Normalization, default_colors
+from geoseg.models.create import create_model
 
 UTM_CRS = "EPSG:32632"
 UTM_ORIGIN = (500_000.0, 5_300_000.0)
@@ -119,3 +122,30 @@ def test_contract(
 
 
 test_contract.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def create_test_model(
+    out: str | os.PathLike[str],
+    arch: str,
+    encoder: str,
+    bands: int,
+    classes: Sequence[str],
+    *,
+    weights: str | os.PathLike[str] | None = None,
+    encoder_weights: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    **contract: Any,
+) -> Path:
+    """A model file with random weights for a contract given field by field (tests, benchmarks)."""
+
+    full = ModelContract(
+        arch=arch,
+        encoder=encoder,
+        bands=bands,
+        dtype=contract.pop("dtype", "uint8"),
+        classes=tuple(classes),
+        **contract,
+    )
+    return create_model(
+        out, full, weights=weights, encoder_weights=encoder_weights, overwrite=overwrite
+    )

@@ -25,3 +25,17 @@ def smooth_scene(tmp_path, rng):
         return write_test_scene(tmp_path / name, data, nodata=nodata), data
 
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """One small random U-Net model file (3 bands, 3 classes, 64-px tiles) shared by the session.
+
+    Tests must not modify it; tests that need their own contract make their own model.
+    """
+    from geoseg.testing import create_test_model
+
+    folder = tmp_path_factory.mktemp("tiny_model")
+    return create_test_model(
+        folder / "m.safetensors", "unet", "resnet18", 3, ["background", "a", "b"], tile_size=64
+    )

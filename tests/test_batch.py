@@ -18,18 +18,20 @@ from PIL import Image
 
 import geoseg.cli.catalog  # noqa: F401  (registers the commands)
 from geoseg.batch import runner as batch
-from geoseg.batch.runner import plan_scenes, run_batch
 from geoseg.batch.catalog import load_catalog
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
+from geoseg.batch.runner import plan_scenes, run_batch
 from geoseg.cli import run_app
 from geoseg.errors import CatalogError, InputFileNotFoundError, RasterReadError
-from geoseg.models.contract import default_colors
-from geoseg.models.create import create_model
-from geoseg.models.modelfile import file_sha256
-from geoseg.batch.outcomes import BatchSummary, SceneOutcome, quicklook_markdown
-from geoseg.io.stac import EXTENSIONS, FULL_HASH_LIMIT, fingerprint, read_item
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import Window
+from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.quicklook import quicklook_png
-from geoseg.io.raster import ClassRasterWriter, RasterGrid
+from geoseg.io.stac import EXTENSIONS, FULL_HASH_LIMIT, fingerprint, read_item
+from geoseg.models.contract import default_colors
+from geoseg.models.modelfile import file_sha256
 from geoseg.synthetic.scenes import write_scenes
+from geoseg.testing import create_test_model, write_test_scene
 
 CLASSES = ["background", "building", "water"]
 SIZE = 96  # pixels: 4 tiles of 64 px with overlap 16
@@ -48,7 +50,9 @@ def model_files(tmp_path_factory) -> tuple[Path, Path]:
     """Two tiny models with the same contract and different (random) weights."""
     folder = tmp_path_factory.mktemp("models")
     return tuple(  # type: ignore[return-value]
-        create_model(folder / f"{name}.safetensors", "unet", "resnet18", 3, CLASSES, tile_size=64)
+        create_test_model(
+            folder / f"{name}.safetensors", "unet", "resnet18", 3, CLASSES, tile_size=64
+        )
         for name in ("a", "b")
     )
 
@@ -124,9 +128,7 @@ def test_quicklook_reads_overviews_and_uses_the_colour_table(tmp_path):
         1,
     )
     colors = default_colors(3)
-    with ClassRasterWriter(tmp_path / "c.tif", grid, CLASSES, colors) as writer:
-        from geoseg.geo.tiling import Window
-
+    with ClassRasterWriter(tmp_path / "c.tif", grid, Legend(CLASSES, colors)) as writer:
         writer.write_block(Window(0, 0, size, size), classes)
     with rasterio.open(tmp_path / "c.tif") as ds:
         assert ds.overviews(1)  # a COG: the quicklook comes from an overview
@@ -223,16 +225,64 @@ def test_what_makes_a_scene_run_again(tmp_path, model_files):
 
 def test_a_failing_scene_fails_alone(tmp_path, model_files):
     path = workspace(tmp_path, model_files[0], scenes=1)
-    extra = "  - {id: gone, path: missing.tif}\n  - {id: corrupt, path: bad.tif}\noutputs:"
+    extra = (
+        "  - {id: gone, path: missing.tif}\n  - {id: corrupt, path: bad.tif}\n"
+        "  - {id: two, path: two.tif}\noutputs:"
+    )
     path.write_text(path.read_text().replace("outputs:", extra))
     (tmp_path / "bad.tif").write_bytes(b"II*\x00 not really a tiff")
+    write_test_scene(tmp_path / "two.tif", np.zeros((2, 64, 64), np.uint8))
     summary = run_batch(load_catalog(path))
-    assert statuses(summary) == {"demo/scene_00": "done", "gone": "failed", "corrupt": "failed"}
+    assert statuses(summary) == {
+        "demo/scene_00": "done", "gone": "failed", "corrupt": "failed", "two": "failed",
+    }  # fmt: skip
     by_id = {o.id: o for o in summary.outcomes}
     assert by_id["gone"].reason == f"scenes[1].path: file not found: {tmp_path / 'missing.tif'}"
     assert "bad.tif: GDAL cannot open it" in by_id["corrupt"].reason
-    assert summary.headline() == "3 scene(s): 1 done, 0 skipped, 2 failed (gone, corrupt)"
+    assert "scenes[3].bands" in by_id["two"].reason, by_id["two"].reason
+    assert "--bands" not in by_id["two"].reason
+    assert summary.headline() == "4 scene(s): 1 done, 0 skipped, 3 failed (gone, corrupt, two)"
     assert not list((tmp_path / "out").glob("corrupt/*"))
+    assert not list((tmp_path / "out").glob("two/*"))
+
+
+def test_runners_retry_only_transient_errors(tmp_path, model_files, monkeypatch):
+    catalog = load_catalog(workspace(tmp_path, model_files[0], scenes=1))
+    calls = []
+
+    def flaky(run, executor=None, *, force=False, progress=None):
+        calls.append(run.id)
+        if len(calls) == 1:
+            raise ConnectionResetError("reset by peer")
+        return SceneOutcome(run.id, run.source, "done", "new")
+
+    monkeypatch.setattr(batch, "run_scene", flaky)
+    seen = []
+    summary = run_batch(catalog, runner=batch.retrying(1, 0.0), on_outcome=seen.append)
+    assert statuses(summary) == {"demo/scene_00": "done"} and len(calls) == 2
+    assert seen == list(summary.outcomes)
+    calls.clear()
+    (outcome,) = run_batch(catalog).outcomes  # the default runner does not retry
+    assert (outcome.status, outcome.reason, len(calls)) == ("failed", "reset by peer", 1)
+
+    def corrupt(run, executor=None, *, force=False, progress=None):
+        calls.append(run.id)
+        raise RasterReadError("x.tif: GDAL cannot open it")
+
+    monkeypatch.setattr(batch, "run_scene", corrupt)
+    calls.clear()
+    (outcome,) = run_batch(catalog, runner=batch.retrying(3, 0.0)).outcomes
+    assert (outcome.status, len(calls)) == ("failed", 1)  # a user error is not retried
+
+
+def test_segment_removes_the_old_record_first(tmp_path, model_files):
+    catalog = load_catalog(workspace(tmp_path, model_files[0], scenes=1))
+    run_batch(catalog)
+    (run,) = plan_scenes(catalog)
+    assert run.record.is_file()
+    result = batch.segment(run)
+    assert not run.record.exists()  # a scene being replaced never looks complete
+    assert result.segment.classes_path.is_file() and result.vector_paths == []
 
 
 def test_only_unknown_id_is_an_error(tmp_path, model_files):

@@ -1,7 +1,8 @@
 import numpy as np
 
-from geoseg.engine.blend import NODATA_CLASS, BlockAccumulator, axis_weights, tile_weights
-from geoseg.geo.tiling import Window
+from geoseg.conventions import NODATA_CLASS
+from geoseg.engine.blend import BlockAccumulator, axis_weights, tile_weights
+from geoseg.geo.window import Window
 
 
 def test_weights_positive_smooth_and_flat_in_the_middle():

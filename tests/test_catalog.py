@@ -22,9 +22,8 @@ from geoseg.batch.catalog import (
 )
 from geoseg.cli import run_app
 from geoseg.errors import CatalogError
-from geoseg.models.create import create_model
-from geoseg.engine.scene import TilingOptions
-from geoseg.testing import write_test_scene
+from geoseg.options import InferenceOptions, InputOptions, OutputOptions, TilingOptions
+from geoseg.testing import create_test_model, write_test_scene
 
 REPO = Path(__file__).resolve().parents[1]
 VALID = """
@@ -82,7 +81,14 @@ def test_valid_catalog_maps_onto_typed_parameters(folder):
     assert catalog.outputs.path == str(folder / "out")
     assert catalog.outputs.vector_formats == ("gpkg", "fgb")
     assert catalog.defaults == Defaults(tile=64, overlap=16, batch_size=8, device="cpu")
-    assert catalog.defaults.tiling == TilingOptions(64, 16, 8, None)
+    assert catalog.defaults.tiling == TilingOptions(
+        tile=64, overlap=16, batch_size=8, block_size=None
+    )
+    assert catalog.defaults.inference == InferenceOptions(device="cpu", tta=False)
+    assert one.input == InputOptions(bands=(1, 2, 3), nodata=0.0)
+    assert catalog.outputs.options == OutputOptions(
+        vector_formats=("gpkg", "fgb"), confidence=True, min_area=2.0
+    )
     assert catalog.execution == Execution(workers=2)
     assert catalog.schedule == Schedule("30 3 * * 1-5", "Europe/Berlin")
 
@@ -121,15 +127,34 @@ def test_optional_sections_default(folder):
             "confidence: 1",
             "outputs.confidence: expected true or false, got int 1",
         ),
-        ("min_area: 2", "min_area: -1", "outputs.min_area: must be >= 0, got -1.0"),
-        ("tile: 64", "tile: 100", "defaults.tile: must be a multiple of 32, got 100"),
+        (
+            "min_area: 2",
+            "min_area: -1",
+            "outputs.min_area: min area -1.0 is invalid; set outputs.min_area to a number >= 0",
+        ),
+        (
+            "tile: 64",
+            "tile: 100",
+            "defaults.tile: tile size 100 is not a positive multiple of 32; "
+            "set defaults.tile to e.g. 96",
+        ),
         (
             "overlap: 16",
             "overlap: 40",
-            "defaults.overlap: must be >= 0 and less than half the tile",
+            "defaults.overlap: overlap 40 must be less than half the tile (32); "
+            "lower defaults.overlap",
         ),
-        ("device: cpu", "device: gpu", "defaults.device: 'gpu'; choose one of: auto, cpu, cuda"),
-        ("bands: [1, 2, 3]", "bands: [0, 1]", "scenes[1].bands: give 1-based band numbers"),
+        (
+            "device: cpu",
+            "device: gpu",
+            "defaults.device: unknown device 'gpu'; choose one of: auto, cpu, cuda",
+        ),
+        (
+            "bands: [1, 2, 3]",
+            "bands: [0, 1]",
+            "scenes[1].bands: bands [0, 1] are invalid: band numbers start at 1; "
+            "set scenes[1].bands to e.g. 1,2,3",
+        ),
         ("bands: [1, 2, 3]", "bands: 3", "scenes[1].bands: expected a list, got int 3"),
         (
             "    model: unet\n",
@@ -142,7 +167,8 @@ def test_optional_sections_default(folder):
         (
             "[gpkg, fgb]",
             "[gpkg, kml]",
-            "outputs.vector_formats[1]: unknown format 'kml'; choose one of: gpkg",
+            "outputs.vector_formats: unknown vector format 'kml'; "
+            "choose one of: fgb, geojson, gpkg",
         ),
         (
             "path: out",
@@ -240,7 +266,7 @@ def test_urls_are_kept_as_given(folder):
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "m.safetensors"
-    return create_model(path, "unet", "resnet18", 3, ["background", "a", "b"], tile_size=64)
+    return create_test_model(path, "unet", "resnet18", 3, ["background", "a", "b"], tile_size=64)
 
 
 def real_catalog(tmp_path: Path, model_file: Path) -> Path:

@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from geoseg.cli import run_app
-from geoseg.models.create import create_model
-from geoseg.testing import write_test_scene
+from geoseg.testing import create_test_model, utm_transform, write_test_scene
 
 
 @pytest.fixture
 def model_path(tmp_path):
-    return create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "a", "b"],
-                        tile_size=64, gsd=0.5)  # fmt: skip
+    return create_test_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "a", "b"],
+                             tile_size=64, gsd=0.5)  # fmt: skip
 
 
 def one_line_error(capsys) -> str:
@@ -78,3 +77,31 @@ def test_predict_refuses_to_overwrite(tmp_path, model_path, capsys):
     assert (tmp_path / "o" / "s_classes.tif").read_bytes() == before
     assert run_app([*args, "--overwrite"]) == 0
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s_classes.tif"]
+
+
+def test_version_and_usage_errors(tmp_path, capsys):
+    assert run_app(["--version"]) == 0
+    assert capsys.readouterr().out.strip().startswith("geoseg ")
+    assert run_app(["predict", str(tmp_path / "s.tif")]) == 2  # no --model
+    err = capsys.readouterr().err
+    assert "Usage:" in err and "Missing option '--model'" in err and "Traceback" not in err
+
+
+def test_option_errors_name_the_flag(tmp_path, model_path, capsys):
+    args = ["predict", str(tmp_path / "s.tif"), "-m", str(model_path), "-o", str(tmp_path / "o"),
+            "--batch-size", "0"]  # fmt: skip
+    assert run_app(args) == 2
+    assert "batch size 0 is invalid; set --batch-size to an integer >= 1" in one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_warnings_are_one_line_each_and_shown_once(tmp_path, model_path, capsys):
+    data = np.random.default_rng(0).integers(0, 255, (3, 64, 64)).astype(np.uint8)
+    scene = write_test_scene(tmp_path / "s.tif", data, transform=utm_transform(2.0))
+    args = ["predict", scene, "-m", str(model_path), "-o", str(tmp_path / "o"), "--vector-format",
+            "none", "--device", "cpu"]  # fmt: skip
+    assert run_app(args) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "pixel size 2 m" in warned[0], err
+    assert "Traceback" not in err and "warnings.warn" not in err

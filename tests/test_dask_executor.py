@@ -25,13 +25,15 @@ pytest.importorskip("distributed")
 import dask
 from distributed import Client, get_task_stream
 
-from geoseg.engine.dask import DaskExecutor, implied_resources, task_slots
-from geoseg.errors import ExecutorError, InvalidInputError
-from geoseg.engine.executors import SequentialExecutor
-from geoseg.geo.tiling import TileGrid, plan_blocks
-from geoseg.models.contract import default_colors
-from geoseg.engine.scene import OutputPaths, TilingOptions, model_job, segment_scene
 from geoseg.engine.block import SceneJob
+from geoseg.engine.dask import DaskExecutor, implied_resources, task_slots
+from geoseg.engine.executors import SequentialExecutor
+from geoseg.engine.scene import OutputPaths, model_job, segment_scene
+from geoseg.errors import ExecutorError, InvalidInputError
+from geoseg.geo.tiling import TileGrid, plan_blocks
+from geoseg.io.class_raster import Legend
+from geoseg.models.contract import default_colors
+from geoseg.options import PredictOptions, TilingOptions, VectorOptions
 from geoseg.testing import ContextPredictor, PixelwisePredictor, write_test_scene
 
 CLASSES = ["a", "b", "c", "d"]
@@ -45,10 +47,9 @@ def fake_job(path: str, factory=None) -> SceneJob:
 
 def run(job, out: Path, executor=None, block_size=64, classes=CLASSES, **kwargs):
     """Segment into ``out`` and return the result and the bytes of both COGs."""
-    paths = OutputPaths(out / "classes.tif", out / "confidence.tif")
-    result = segment_scene(
-        job, paths, classes, default_colors(len(classes)), block_size, executor, **kwargs
-    )
+    paths = OutputPaths(classes=out / "classes.tif", confidence=out / "confidence.tif")
+    legend = Legend(classes, default_colors(len(classes)))
+    result = segment_scene(job, paths, legend, block_size=block_size, executor=executor, **kwargs)
     return result, paths.classes.read_bytes(), paths.confidence.read_bytes()
 
 
@@ -224,16 +225,18 @@ def test_missing_resource_is_an_executor_error_at_once(tmp_path, smooth_scene, c
 
 
 def test_real_model_auto_device_goes_to_gpu_worker(tmp_path, cli_cluster):
-    from geoseg.models.create import create_model
     from geoseg.models.modelfile import read_contract
+    from geoseg.testing import create_test_model
 
     rng = np.random.default_rng(7)
     data = np.kron(rng.integers(0, 256, (3, 12, 12)), np.ones((16, 16))).astype(np.uint8)
     scene = write_test_scene(tmp_path / "scene.tif", data)
     classes = ["background", "a", "b"]
-    model = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, classes, tile_size=64)
+    model = create_test_model(
+        tmp_path / "m.safetensors", "unet", "resnet18", 3, classes, tile_size=64
+    )
     contract = read_contract(model)
-    job = model_job(scene, model, contract, TilingOptions(overlap=16), device="auto")
+    job = model_job(scene, model, contract, PredictOptions(tiling=TilingOptions(overlap=16)))
     expected = run(job, tmp_path / "seq", block_size=96, classes=list(contract.classes))
     with DaskExecutor(scheduler=cli_cluster["address"]) as executor:
         assert executor.task_resources(job)[0] == {"GPU": 1}  # auto + a GPU worker
@@ -287,9 +290,9 @@ def test_vectorizing_on_workers_gives_the_same_features(tmp_path, local_executor
     import pyogrio
     import shapely
 
-    from geoseg.vector.polygons import canonical
     from geoseg.io.raster import write_raster
     from geoseg.testing import UTM_CRS, utm_transform
+    from geoseg.vector.polygons import canonical
     from geoseg.vector.vectorize import vectorize_raster
 
     rng = np.random.default_rng(3)
@@ -301,7 +304,8 @@ def test_vectorizing_on_workers_gives_the_same_features(tmp_path, local_executor
     frames = []
     for name, executor in (("seq", None), ("dask", local_executor)):
         out = tmp_path / f"{name}.gpkg"
-        result = vectorize_raster(classes, out, block_size=48, min_area=2.0, executor=executor)
+        options = VectorOptions(block_size=48, min_area=2.0)
+        result = vectorize_raster(classes, out, options, executor=executor)
         assert result.features > 10
         frames.append(pyogrio.read_dataframe(out, layer=name))
     seq, dask_ = frames

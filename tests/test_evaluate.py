@@ -10,9 +10,11 @@ import pytest
 from shapely.geometry import box
 
 from geoseg.errors import InvalidInputError
-from geoseg.training.evaluate import Scores, confusion_matrix, evaluate
 from geoseg.io.raster import write_raster
+from geoseg.options import LabelOptions
 from geoseg.testing import UTM_CRS, UTM_ORIGIN, utm_transform
+from geoseg.training.evaluate import evaluate
+from geoseg.training.metrics import Scores, confusion_matrix
 
 NAMES = ["background", "building", "water"]
 TRUTH = np.array([[0, 0, 1, 1, 2], [0, 0, 1, 1, 2], [0, 0, 0, 2, 2], [255, 0, 0, 2, 2]], np.uint8)
@@ -101,7 +103,7 @@ def test_json_report_and_undefined_scores(tmp_path):
     out = tmp_path / "report.json"
     report = evaluate(
         class_raster(tmp_path / "p.tif", PRED), class_raster(tmp_path / "t.tif", TRUTH),
-        classes=names, out_json=out,
+        LabelOptions(classes=names), out_json=out,
     )  # fmt: skip
     data = json.loads(out.read_text())
     assert data["per_class"]["tree"]["iou"] is None  # 0 / 0: no truth, no prediction

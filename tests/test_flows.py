@@ -7,6 +7,7 @@ on tiny synthetic scenes; ``prefect.yaml`` is deployed with the real ``prefect d
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -42,11 +44,11 @@ from flows import scene_flow as steps  # noqa: E402
 from flows.catalog_flow import ScenesFailedError, artifact_key, catalog_flow  # noqa: E402
 from flows.scene_flow import process_scene, retry_transient, scene_flow  # noqa: E402
 from flows.serve import deployment_options  # noqa: E402
-from geoseg.batch.runner import plan_scenes, run_batch  # noqa: E402
 from geoseg.batch.catalog import load_catalog  # noqa: E402
+from geoseg.batch.runner import plan_scenes, run_batch  # noqa: E402
 from geoseg.errors import CatalogError, RasterReadError  # noqa: E402
-from geoseg.models.create import create_model  # noqa: E402
 from geoseg.synthetic.scenes import write_scenes  # noqa: E402
+from geoseg.testing import create_test_model  # noqa: E402
 
 SIZE = 96  # pixels: 4 tiles of 64 px with overlap 16
 CATALOG = """
@@ -74,7 +76,7 @@ def prefect_api() -> Any:
 def model_files(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("models")
     return tuple(  # type: ignore[return-value]
-        create_model(
+        create_test_model(
             folder / f"{n}.safetensors", "unet", "resnet18", 3, ["bg", "a", "b"], tile_size=64
         )
         for n in ("a", "b")
@@ -151,17 +153,24 @@ def test_scene_tasks_through_fn(tmp_path, model_files):
     assert process_scene.fn(run, force=True).reason == "forced"
 
 
-def test_tasks_are_coarse_uncached_and_retry_only_transient_errors():
+def test_tasks_are_coarse_uncached_and_retry_only_transient_errors(caplog):
     for task in (process_scene, steps.check_scene, steps.segment, steps.record):
         assert task.cache_policy is steps.NO_CACHE
         assert task.retries == steps.RETRIES and task.retry_condition_fn is retry_transient
-    assert retry_transient(None, None, Failed(data=ConnectionResetError("reset by peer")))
-    assert retry_transient(None, None, Failed(data=TimeoutError("read timed out")))
-    assert not retry_transient(
-        None, None, Failed(data=RasterReadError("x.tif: GDAL cannot open it"))
-    )
-    assert not retry_transient(None, None, Failed(data=ValueError("a bug")))
-    assert not retry_transient(None, None, Completed(data=1))
+    task_run = SimpleNamespace(name="demo/scene_00")  # what Prefect passes: the task run
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        assert retry_transient(None, task_run, Failed(data=ConnectionResetError("reset by peer")))
+        assert retry_transient(None, task_run, Failed(data=TimeoutError("read timed out")))
+        assert not retry_transient(
+            None, task_run, Failed(data=RasterReadError("x.tif: GDAL cannot open it"))
+        )
+        assert not retry_transient(None, task_run, Failed(data=ValueError("a bug")))
+        assert not retry_transient(None, task_run, Completed(data=1))
+    retried = [r.getMessage() for r in caplog.records if r.name == "geoseg"]
+    assert retried == [
+        "demo/scene_00: reset by peer; Prefect retries it",
+        "demo/scene_00: read timed out; Prefect retries it",
+    ]  # each retry is logged; user errors and bugs are not retried
 
 
 def test_artifact_keys_are_valid():

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from geoseg.errors import InvalidInputError
-from geoseg.geo.tiling import TileGrid, Window, axis_tile_starts, computed_pixels, plan_blocks
+from geoseg.geo.tiling import TileGrid, axis_tile_starts, computed_pixels, plan_blocks
+from geoseg.geo.window import Window
 
 
 def test_window_intersection_and_relative():

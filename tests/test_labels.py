@@ -14,7 +14,8 @@ from shapely import affinity
 from shapely.geometry import Point, Polygon, box
 
 from geoseg.errors import InvalidInputError, UnknownChoiceError
-from geoseg.geo.tiling import Window
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import Window, cover
 from geoseg.io.labels import (
     IGNORE,
     FoundClasses,
@@ -24,8 +25,7 @@ from geoseg.io.labels import (
     label_specs,
     resolve_classes,
 )
-from geoseg.io.raster import RasterGrid, write_raster
-from geoseg.training.sampling import survey_windows
+from geoseg.io.raster import write_raster
 from geoseg.testing import UTM_CRS, utm_transform
 
 CLASSES = ("background", "building", "water")
@@ -61,7 +61,7 @@ def truth_raster(frame: gpd.GeoDataFrame, fill: int = 0) -> np.ndarray:
 
 def chips_assembled(source, grid: RasterGrid, block: int) -> np.ndarray:
     out = np.zeros((grid.height, grid.width), np.uint8)
-    for w in survey_windows(grid.height, grid.width, block):
+    for w in cover(grid.window, block):
         out[w.slices()] = source.chip(w)
     return out
 
@@ -150,7 +150,7 @@ def test_classes_resolved_background_first_then_sorted():
     assert resolve_classes([FoundClasses("c", None, 3)], None) == (
         "background", "class_1", "class_2", "class_3",
     )  # fmt: skip
-    with pytest.raises(InvalidInputError, match=r"\['tree'\] are not in --classes"):
+    with pytest.raises(InvalidInputError, match=r"\['tree'\] are not in classes"):
         resolve_classes(found, ["background", "building", "water"])
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from geoseg.cli.options import flag
 from geoseg.errors import (
     ContractMismatchError,
     GsdMismatchWarning,
@@ -16,11 +17,10 @@ from geoseg.errors import (
     UnknownChoiceError,
 )
 from geoseg.models.contract import ModelContract, Normalization, check_input
-from geoseg.models.create import create_model
 from geoseg.models.modelfile import load_model_file, read_contract, read_state_dict
 from geoseg.models.predictor import D4Predictor, TorchPredictor, load_predictor, network_from_state
 from geoseg.models.registry import build_network
-from geoseg.testing import PixelwisePredictor, test_contract
+from geoseg.testing import PixelwisePredictor, create_test_model, test_contract
 
 ARCH_SAMPLES = [
     ("unet", "resnet18", 64),
@@ -63,8 +63,8 @@ def test_contract_json_round_trip():
 
 
 def test_model_file_round_trip_and_probabilities(tmp_path):
-    path = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "a", "b"],
-                        tile_size=64, gsd=0.5)  # fmt: skip
+    path = create_test_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "a", "b"],
+                             tile_size=64, gsd=0.5)  # fmt: skip
     model = load_model_file(path)
     assert model.contract.classes == ("bg", "a", "b") and model.contract.gsd == 0.5
     assert len(model.sha256) == 64
@@ -75,8 +75,8 @@ def test_model_file_round_trip_and_probabilities(tmp_path):
 
 
 def test_binary_mode_gives_two_class_probabilities(tmp_path):
-    path = create_model(tmp_path / "b.safetensors", "fpn", "resnet18", 3, ["bg", "roof"],
-                        mode="binary", tile_size=64)  # fmt: skip
+    path = create_test_model(tmp_path / "b.safetensors", "fpn", "resnet18", 3, ["bg", "roof"],
+                             mode="binary", tile_size=64)  # fmt: skip
     predictor = load_predictor(path, device="cpu")
     probs = predictor(np.zeros((1, 3, 64, 64), np.float32))
     assert probs.shape == (1, 2, 64, 64)
@@ -86,8 +86,8 @@ def test_binary_mode_gives_two_class_probabilities(tmp_path):
 def test_weights_trained_elsewhere_are_wrapped(tmp_path):
     net = build_network("deeplabv3plus", "resnet18", 4, 2)
     torch.save(net.state_dict(), tmp_path / "trained.pt")
-    path = create_model(tmp_path / "m.safetensors", "deeplabv3plus", "resnet18", 4, ["bg", "x"],
-                        weights=tmp_path / "trained.pt")  # fmt: skip
+    path = create_test_model(tmp_path / "m.safetensors", "deeplabv3plus", "resnet18", 4,
+                             ["bg", "x"], weights=tmp_path / "trained.pt")  # fmt: skip
     loaded = load_model_file(path).state_dict
     for key, value in net.state_dict().items():
         assert torch.equal(loaded[key], value), key
@@ -95,16 +95,18 @@ def test_weights_trained_elsewhere_are_wrapped(tmp_path):
 
 def test_mismatched_weights_are_explained(tmp_path):
     torch.save(build_network("unet", "resnet18", 3, 5).state_dict(), tmp_path / "w.pt")
-    with pytest.raises(ModelFileError, match="--classes"):
-        create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"],
-                     weights=tmp_path / "w.pt")  # fmt: skip
+    fix = r"w\.pt: .*do not fit.*check arch, encoder, bands and classes"
+    with pytest.raises(ModelFileError, match=fix) as err:
+        create_test_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"],
+                          weights=tmp_path / "w.pt")  # fmt: skip
+    assert "--classes" in err.value.render(flag)  # the CLI names the flag
 
 
 def test_local_encoder_weights_are_loaded(tmp_path):
     encoder = build_network("unet", "resnet18", 3, 2).encoder
     torch.save(encoder.state_dict(), tmp_path / "encoder.pt")
-    path = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"],
-                        encoder_weights=tmp_path / "encoder.pt")  # fmt: skip
+    path = create_test_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"],
+                             encoder_weights=tmp_path / "encoder.pt")  # fmt: skip
     loaded = load_model_file(path).state_dict
     for key, value in encoder.state_dict().items():
         assert torch.equal(loaded[f"encoder.{key}"], value)
@@ -127,7 +129,9 @@ def test_pickle_payload_is_refused_without_running_it(tmp_path):
     with pytest.raises(ModelFileError, match="refused"):
         read_state_dict(evil)
     with pytest.raises(ModelFileError):
-        create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"], weights=evil)
+        create_test_model(
+            tmp_path / "m.safetensors", "unet", "resnet18", 3, ["bg", "x"], weights=evil
+        )
     # a raw pickle posing as a model file
     fake_model = tmp_path / "model.safetensors"
     fake_model.write_bytes(pickle.dumps(Payload(str(marker))))
@@ -140,7 +144,9 @@ def test_safetensors_without_contract_is_refused(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
-    with pytest.raises(ModelFileError, match="model-create --weights"):
+    with pytest.raises(
+        ModelFileError, match=r"plain\.safetensors: .* wrap the weights .* model-create"
+    ):
         read_contract(tmp_path / "plain.safetensors")
 
 

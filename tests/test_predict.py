@@ -11,9 +11,10 @@ import rasterio
 from rasterio.features import rasterize
 from rio_cogeo.cogeo import cog_validate
 
-from geoseg.engine.blend import NODATA_CLASS
-from geoseg.models.create import create_model
-from geoseg.engine.scene import TilingOptions, predict_scene
+from geoseg.conventions import NODATA_CLASS
+from geoseg.engine.scene import predict_scene
+from geoseg.options import InferenceOptions, OutputOptions, PredictOptions, TilingOptions
+from geoseg.testing import create_test_model
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,14 @@ def outputs(tmp_path_factory):
     from geoseg.testing import write_test_scene
 
     scene = write_test_scene(tmp / "scene.tif", data, nodata=0)
-    model = create_model(tmp / "m.safetensors", "unet", "resnet18", 3, ["bg", "roof", "water"],
+    model = create_test_model(tmp / "m.safetensors", "unet", "resnet18", 3, ["bg", "roof", "water"],
                          tile_size=64, gsd=0.5)  # fmt: skip
-    result = predict_scene(
-        scene, model, tmp / "out", tiling=TilingOptions(block_size=256), device="cpu",
-        confidence=True,
-    )  # fmt: skip
+    options = PredictOptions(
+        tiling=TilingOptions(block_size=256),
+        inference=InferenceOptions(device="cpu"),
+        output=OutputOptions(confidence=True),
+    )
+    result = predict_scene(scene, model, tmp / "out", options)
     return scene, data, result
 
 

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from geoseg.models.contract import default_colors
-from geoseg.engine.scene import OutputPaths, segment_scene
 from geoseg.engine.block import SceneJob
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.io.class_raster import Legend
+from geoseg.models.contract import default_colors
 from geoseg.testing import PixelwisePredictor
 
 CLASSES = ["a", "b", "c", "d"]
@@ -34,11 +35,14 @@ def make_job(path: str, overlap: int = 16, factory=None) -> SceneJob:
 
 
 def outputs(folder: Path) -> OutputPaths:
-    return OutputPaths(folder / "scene_classes.tif", folder / "scene_confidence.tif")
+    return OutputPaths(
+        classes=folder / "scene_classes.tif", confidence=folder / "scene_confidence.tif"
+    )
 
 
 def segment(job, folder: Path, **kwargs):
-    return segment_scene(job, outputs(folder), CLASSES, default_colors(4), BLOCK, **kwargs)
+    legend = Legend(CLASSES, default_colors(4))
+    return segment_scene(job, outputs(folder), legend, block_size=BLOCK, **kwargs)
 
 
 def stop_after(tiles: int):
@@ -161,6 +165,7 @@ RUN_SCRIPT = textwrap.dedent(
 
     from geoseg.models.contract import default_colors
     from geoseg.engine.scene import OutputPaths, segment_scene
+    from geoseg.io.class_raster import Legend
     from geoseg.engine.block import SceneJob
     from geoseg.testing import PixelwisePredictor
 
@@ -177,8 +182,9 @@ RUN_SCRIPT = textwrap.dedent(
 
     scene, out = sys.argv[1], Path(sys.argv[2])
     job = SceneJob(scene, functools.partial(Slow, 3, 4), None, 64, 16)
-    paths = OutputPaths(out / "scene_classes.tif", out / "scene_confidence.tif")
-    result = segment_scene(job, paths, list("abcd"), default_colors(4), 64, resume=True)
+    paths = OutputPaths(classes=out / "scene_classes.tif", confidence=out / "scene_confidence.tif")
+    legend = Legend(list("abcd"), default_colors(4))
+    result = segment_scene(job, paths, legend, block_size=64, resume=True)
     print(json.dumps({"tiles": result.tiles, "pixels": result.class_pixels.tolist()}))
     """
 )
@@ -207,23 +213,26 @@ def test_resume_after_kill_9(tmp_path, scene, reference):
 
 def test_cli_resume_with_a_real_model(tmp_path):
     """``geoseg predict --resume`` continues a run of the same model file from another process."""
-    from geoseg.models.create import create_model
-    from geoseg.engine.scene import TilingOptions, predict_scene
-    from geoseg.testing import write_test_scene
+    from geoseg.engine.scene import predict_scene
+    from geoseg.options import OutputOptions, PredictOptions, TilingOptions
+    from geoseg.testing import create_test_model, write_test_scene
 
     rng = np.random.default_rng(3)
     data = np.kron(rng.integers(0, 256, (3, 8, 8)), np.ones((16, 16))).astype(np.uint8)
     scene = write_test_scene(tmp_path / "scene.tif", data)
     classes = ["background", "a", "b"]
-    model = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, classes, tile_size=64)
-    kwargs = {"vector_format": None, "confidence": True}
-    tiling = TilingOptions(overlap=16, block_size=64)  # 4 blocks of 4 tiles
-    expected = predict_scene(scene, model, tmp_path / "ref", tiling=tiling, **kwargs)
+    model = create_test_model(
+        tmp_path / "m.safetensors", "unet", "resnet18", 3, classes, tile_size=64
+    )
+    options = PredictOptions(
+        tiling=TilingOptions(overlap=16, block_size=64),  # 4 blocks of 4 tiles
+        output=OutputOptions(vector_formats=(), confidence=True),
+    )
+    expected = predict_scene(scene, model, tmp_path / "ref", options)
     out = tmp_path / "out"
     with pytest.raises(StopRunError):  # in the second block
-        predict_scene(
-            scene, model, out, tiling=tiling, resume=True, progress=stop_after(5), **kwargs
-        )
+        resuming = PredictOptions(tiling=options.tiling, output=options.output, resume=True)
+        predict_scene(scene, model, out, resuming, progress=stop_after(5))
     assert journal_lines(out) == 2
 
     command = [sys.executable, "-m", "geoseg", "predict", scene, "-m", str(model), "-o", str(out),

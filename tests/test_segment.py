@@ -7,12 +7,14 @@ import functools
 import numpy as np
 import pytest
 
-from geoseg.engine.blend import NODATA_CLASS
-from geoseg.geo.tiling import TileGrid, plan_blocks
-from geoseg.models.contract import default_colors
-from geoseg.engine.scene import OutputPaths, segment_scene
-from geoseg.io.raster import SceneReader
+from geoseg.conventions import NODATA_CLASS
 from geoseg.engine.block import BlockAccumulator, SceneJob, prepare_block, tiles_to_compute
+from geoseg.engine.scene import OutputPaths, segment_scene
+from geoseg.geo.tiling import TileGrid, plan_blocks
+from geoseg.io.class_raster import Legend
+from geoseg.io.raster import SceneReader
+from geoseg.models.contract import default_colors
+from geoseg.options import InputOptions
 from geoseg.testing import (
     ContextPredictor,
     IdentityPredictor,
@@ -24,8 +26,10 @@ from geoseg.testing import (
 
 def blend_scene(path, predictor, tile, overlap, block_size, nodata=None):
     """Blended probabilities of a whole scene, assembled from blocks (test-only assembly)."""
-    job = SceneJob(str(path), lambda: predictor, None, tile, overlap, batch_size=3, nodata=nodata)
-    with SceneReader(path, nodata=nodata) as reader:
+    job = SceneJob(
+        str(path), lambda: predictor, None, tile, overlap, 3, InputOptions(nodata=nodata)
+    )
+    with SceneReader(path, InputOptions(nodata=nodata)) as reader:
         grid = reader.grid
         out = np.full((predictor.num_classes, grid.height, grid.width), np.nan, np.float32)
         for block in plan_blocks(TileGrid(grid.height, grid.width, tile, overlap), block_size):
@@ -62,8 +66,12 @@ def test_block_size_does_not_change_output(tmp_path, smooth_scene, predictor):
     job = SceneJob(path, functools.partial(_same, predictor), None, 64, 16, 4)
     outputs = []
     for block_size in (40, 96, 10_000):
-        paths = OutputPaths(tmp_path / f"b{block_size}.tif", tmp_path / f"c{block_size}.tif")
-        segment_scene(job, paths, ["a", "b", "c", "d"], default_colors(4), block_size)
+        paths = OutputPaths(
+            classes=tmp_path / f"b{block_size}.tif", confidence=tmp_path / f"c{block_size}.tif"
+        )
+        segment_scene(
+            job, paths, Legend(["a", "b", "c", "d"], default_colors(4)), block_size=block_size
+        )
         outputs.append((paths.classes.read_bytes(), read_band(paths.confidence)))
     assert outputs[0][0] == outputs[1][0] == outputs[2][0]  # byte-identical class COG
     np.testing.assert_array_equal(outputs[0][1], outputs[2][1])
@@ -81,8 +89,8 @@ def test_tiled_agrees_with_whole_image(tmp_path, smooth_scene):
     path, data = smooth_scene(height=300, width=420)
     predictor = ContextPredictor(3, 4, radius=4)
     job = SceneJob(path, functools.partial(_same, predictor), None, 64, 16, 4)
-    paths = OutputPaths(tmp_path / "classes.tif")
-    segment_scene(job, paths, ["a", "b", "c", "d"], default_colors(4), 100)
+    paths = OutputPaths(classes=tmp_path / "classes.tif")
+    segment_scene(job, paths, Legend(["a", "b", "c", "d"], default_colors(4)), block_size=100)
     tiled = read_band(paths.classes)
     reference = whole_image_classes(data, predictor)
     agreement = np.mean(tiled == reference)
@@ -102,8 +110,8 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
             return super().__call__(batch)
 
     job = SceneJob(path, functools.partial(_same, Spy(3, 3)), None, 64, 16, 2)
-    paths = OutputPaths(tmp_path / "classes.tif", tmp_path / "conf.tif")
-    result = segment_scene(job, paths, ["a", "b", "c"], default_colors(3), 64)
+    paths = OutputPaths(classes=tmp_path / "classes.tif", confidence=tmp_path / "conf.tif")
+    result = segment_scene(job, paths, Legend(["a", "b", "c"], default_colors(3)), block_size=64)
     classes, conf = read_band(paths.classes), read_band(paths.confidence)
     invalid = np.all(data == 0, axis=0)
     assert (classes[invalid] == NODATA_CLASS).all() and (conf[invalid] == NODATA_CLASS).all()
@@ -117,19 +125,19 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
 
 
 def test_block_size_does_not_change_a_real_smp_models_output(tmp_path, smooth_scene):
-    from geoseg.models.create import create_model
-    from geoseg.models.modelfile import file_sha256, read_contract
     from geoseg.engine.block import ModelSpec
+    from geoseg.models.modelfile import file_sha256, read_contract
+    from geoseg.testing import create_test_model
 
     path, _ = smooth_scene(height=260, width=330)
-    model = create_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["a", "b", "c"],
+    model = create_test_model(tmp_path / "m.safetensors", "unet", "resnet18", 3, ["a", "b", "c"],
                          tile_size=128)  # fmt: skip
     contract = read_contract(model)
     spec = ModelSpec(str(model), file_sha256(model), "cpu")
     job = SceneJob(path, spec, contract.normalization, 128, 32, 3)
     outputs = []
     for block_size in (96, 10_000):
-        paths = OutputPaths(tmp_path / f"b{block_size}.tif")
-        segment_scene(job, paths, contract.classes, contract.colors, block_size)
+        paths = OutputPaths(classes=tmp_path / f"b{block_size}.tif")
+        segment_scene(job, paths, Legend(contract.classes, contract.colors), block_size=block_size)
         outputs.append(paths.classes.read_bytes())
     assert outputs[0] == outputs[1]

@@ -9,7 +9,7 @@ from affine import Affine
 from rasterio.features import rasterize
 
 from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceError
-from geoseg.geo.tiling import Window
+from geoseg.geo.window import Window
 from geoseg.io.raster import SceneReader, read_class_info
 from geoseg.synthetic.scenes import (
     DEFAULT_ORIGIN,

@@ -11,16 +11,25 @@ from rasterio.features import rasterize
 from shapely import affinity
 from shapely.geometry import Point, box
 
+from geoseg.engine.scene import predict_scene
 from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceError
-from geoseg.training.evaluate import evaluate
-from geoseg.geo.tiling import Window
+from geoseg.geo.window import Window
 from geoseg.io.labels import IGNORE
-from geoseg.training.losses import LOSSES, build_loss, learning_rate
-from geoseg.models.modelfile import read_contract
-from geoseg.engine.scene import TilingOptions, predict_scene
 from geoseg.io.raster import write_raster
-from geoseg.training.sampling import ChipSampler, ImageArea, Survey, split_areas
+from geoseg.models.modelfile import read_contract
+from geoseg.options import (
+    LOSSES,
+    InferenceOptions,
+    LabelOptions,
+    OutputOptions,
+    PredictOptions,
+    TilingOptions,
+    TrainOptions,
+)
 from geoseg.testing import UTM_CRS, utm_transform
+from geoseg.training.evaluate import evaluate
+from geoseg.training.losses import build_loss, learning_rate
+from geoseg.training.sampling import ChipSampler, ImageArea, Survey, split_areas
 from geoseg.training.train import checkpoint_path, train_model
 
 CLASSES = ("background", "building", "water")
@@ -58,8 +67,8 @@ def easy_scene(tmp_path, name="scene", size=192, seed=0, value_range=(0, 255), d
 
 def test_training_lowers_the_loss_and_raises_miou(tmp_path):
     image, labels, _, _ = easy_scene(tmp_path)
-    result = train_model([image], labels, tmp_path / "m.safetensors", epochs=4, steps_per_epoch=12,
-                         val_fraction=0.25, lr=3e-3, **FAST)  # fmt: skip
+    options = TrainOptions(epochs=4, steps_per_epoch=12, val_fraction=0.25, lr=3e-3, **FAST)
+    result = train_model([image], labels, tmp_path / "m.safetensors", options)
     first, last = result.history[0], result.history[-1]
     assert last.loss < 0.7 * first.loss
     assert result.best_miou is not None and result.best_miou > max(first.miou or 0, 0.6)
@@ -74,15 +83,18 @@ def uint16_model(tmp_path_factory):
     kw = {"value_range": (1000, 3000), "dtype": "uint16"}
     train = easy_scene(tmp, "train", seed=1, **kw)
     val = easy_scene(tmp, "val", size=128, seed=2, **kw)
-    result = train_model([train[0], val[0]], [train[1], val[1]], tmp / "m.safetensors", epochs=5,
-                         steps_per_epoch=15, val_fraction=0.5, lr=3e-3, **FAST)  # fmt: skip
+    options = TrainOptions(epochs=5, steps_per_epoch=15, val_fraction=0.5, lr=3e-3, **FAST)
+    result = train_model([train[0], val[0]], [train[1], val[1]], tmp / "m.safetensors", options)
     return tmp, train, val, result
 
 
 def predict(image, model, out_dir, overlap=16):
     """Run ``predict_scene`` (no polygons) and return the class raster's path."""
-    result = predict_scene(image, model, out_dir, vector_format=None, device="cpu",
-                           tiling=TilingOptions(overlap=overlap))  # fmt: skip
+    options = PredictOptions(
+        tiling=TilingOptions(overlap=overlap), inference=InferenceOptions(device="cpu"),
+        output=OutputOptions(vector_formats=()),
+    )  # fmt: skip
+    result = predict_scene(image, model, out_dir, options)
     return result.segment.classes_path
 
 
@@ -124,9 +136,9 @@ def test_sparse_labels_with_ignore_do_not_teach_background(tmp_path):
     geoms = [affinity.affine_transform(g, [t.a, t.b, t.d, t.e, t.c, t.f]) for g in boxes]
     gpd.GeoDataFrame({"class_name": ["water", "water", "building", "building"]}, geometry=geoms,
                      crs=UTM_CRS).to_file(tmp_path / "sparse.gpkg")  # fmt: skip
+    options = TrainOptions(val_fraction=0, epochs=2, steps_per_epoch=10, lr=3e-3, **FAST)
     result = train_model([tmp_path / "s.tif"], tmp_path / "sparse.gpkg", tmp_path / "m.safetensors",
-                         unlabeled="ignore", val_fraction=0, epochs=2, steps_per_epoch=10, lr=3e-3,
-                         **FAST)  # fmt: skip
+                         options, label_options=LabelOptions(unlabeled="ignore"))  # fmt: skip
     assert result.contract.classes == CLASSES
     import rasterio
 
@@ -141,8 +153,8 @@ def test_one_class_trains_a_binary_model_from_a_class_raster(tmp_path):
     binary = np.where(classes == 2, 1, 0).astype(np.uint8)
     write_raster(tmp_path / "water.tif", binary, UTM_CRS, utm_transform(0.5), nodata=255,
                  tags={"CLASS_NAMES": json.dumps(["background", "water"])})  # fmt: skip
-    result = train_model([image], tmp_path / "water.tif", tmp_path / "m.safetensors", epochs=1,
-                         steps_per_epoch=2, val_fraction=0.3, **FAST)  # fmt: skip
+    options = TrainOptions(epochs=1, steps_per_epoch=2, val_fraction=0.3, **FAST)
+    result = train_model([image], tmp_path / "water.tif", tmp_path / "m.safetensors", options)
     contract = read_contract(result.model_path)
     assert contract.mode == "binary" and contract.classes == ("background", "water")
     assert contract.num_outputs == 1 and result.best_miou is not None
@@ -195,15 +207,15 @@ def test_resume_continues_after_the_last_epoch(tmp_path):
     image, labels, _, _ = easy_scene(tmp_path, size=128)
     out = tmp_path / "m.safetensors"
     kw = {"val_fraction": 0.25, "steps_per_epoch": 3, **FAST}
-    first = train_model([image], labels, out, epochs=1, **kw)
+    first = train_model([image], labels, out, TrainOptions(epochs=1, **kw))
     assert checkpoint_path(out).exists()
     with pytest.raises(OutputExistsError):
-        train_model([image], labels, out, epochs=2, **kw)
-    resumed = train_model([image], labels, out, epochs=2, resume=True, **kw)
+        train_model([image], labels, out, TrainOptions(epochs=2, **kw))
+    resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
     assert [r.epoch for r in resumed.history] == [1, 2]
     assert resumed.history[0].loss == first.history[0].loss
     with pytest.raises(InvalidInputError, match="differs from this run in tile_size"):
-        train_model([image], labels, out, epochs=3, resume=True, **{**kw, "tile": 96})
+        train_model([image], labels, out, TrainOptions(epochs=3, **{**kw, "tile": 96}), resume=True)
 
 
 def test_bad_inputs_say_what_to_do(tmp_path):
@@ -211,9 +223,10 @@ def test_bad_inputs_say_what_to_do(tmp_path):
     with pytest.raises(
         UnknownChoiceError, match="unknown loss 'dice2'; choose one of: ce, ce\\+dice, dice"
     ):
-        train_model([image], labels, tmp_path / "m.safetensors", loss="ce+dice2")
+        train_model([image], labels, tmp_path / "m.safetensors", TrainOptions(loss="ce+dice2"))
     with pytest.raises(InvalidInputError, match="no field 'kind'; available fields: class_name"):
-        train_model([image], labels, tmp_path / "m.safetensors", class_field="kind")
+        train_model([image], labels, tmp_path / "m.safetensors",
+                    label_options=LabelOptions(class_field="kind"))  # fmt: skip
 
 
 def test_learning_rate_warms_up_then_decays():

@@ -16,17 +16,18 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from geoseg.engine.blend import NODATA_CLASS
+from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import (
     InputFileNotFoundError,
     InvalidInputError,
     OutputExistsError,
     UnknownChoiceError,
 )
-from geoseg.geo.tiling import Window
-from geoseg.vector.polygons import SceneMerger, canonical, polygonize_block
+from geoseg.geo.window import Window
 from geoseg.io.raster import write_raster
-from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
+from geoseg.options import VECTOR_FORMATS, VectorOptions
+from geoseg.vector.polygons import SceneMerger, canonical, polygonize_block
+from geoseg.vector.vectorize import vectorize_raster
 
 NAMES = ["background", "water", "forest", "urban"]
 COLORS = [(0, 0, 0), (0, 0, 255), (0, 128, 0), (200, 0, 0)]
@@ -65,9 +66,14 @@ def keyed(frame: gpd.GeoDataFrame) -> list[tuple[int, bytes]]:
     return sorted(zip(frame.class_id.tolist(), shapely.to_wkb(geometries), strict=True))
 
 
-def vectorize(tmp_path: Path, classes: np.ndarray, name: str = "out.gpkg", **options):
+def vectorize(
+    tmp_path: Path, classes: np.ndarray, name: str = "out.gpkg", vector_format=None, **options
+):
     source = write_classes(tmp_path / "classes.tif", classes)
-    result = vectorize_raster(source, tmp_path / name, overwrite=True, **options)
+    result = vectorize_raster(
+        source, tmp_path / name, VectorOptions(**options), vector_format=vector_format,
+        overwrite=True,
+    )  # fmt: skip
     return result, read(result.path)
 
 
@@ -210,7 +216,7 @@ def test_geojson_is_wgs84_with_the_same_polygons(tmp_path):
 )
 def test_area_matches_geodesic_area_in_a_projected_crs(tmp_path, crs, transform):
     source = write_classes(tmp_path / "c.tif", blobs(8, noise=0.0), crs, transform)
-    frame = read(vectorize_raster(source, tmp_path / "out.gpkg", block_size=32).path)
+    frame = read(vectorize_raster(source, tmp_path / "out.gpkg", VectorOptions(block_size=32)).path)
     lonlat = frame.to_crs("EPSG:4326").geometry
     geodesic = np.array([abs(GEOD.geometry_area_perimeter(g)[0]) for g in lonlat])
     assert np.allclose(frame.area_m2, geodesic, rtol=0.005)
@@ -221,7 +227,7 @@ def test_area_in_square_metres_for_a_geographic_raster(tmp_path):
     source = write_classes(
         tmp_path / "c.tif", blobs(9, noise=0.0), "EPSG:4326", GEOGRAPHIC_TRANSFORM
     )
-    result = vectorize_raster(source, tmp_path / "out.gpkg", block_size=32)
+    result = vectorize_raster(source, tmp_path / "out.gpkg", VectorOptions(block_size=32))
     frame = read(result.path)
     geodesic = np.array([abs(GEOD.geometry_area_perimeter(g)[0]) for g in frame.geometry])
     assert frame.area_m2.min() > 100  # square metres, not square degrees
@@ -306,7 +312,9 @@ def test_failure_leaves_no_partial_files(tmp_path, vector_format):
             raise KeyboardInterrupt  # whatever stops the run, it surfaces unchanged
 
     with pytest.raises(KeyboardInterrupt):
-        vectorize_raster(source, target, overwrite=True, block_size=16, progress=fail)
+        vectorize_raster(
+            source, target, VectorOptions(block_size=16), overwrite=True, progress=fail
+        )
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
@@ -338,8 +346,9 @@ def test_progress_counts_blocks(tmp_path):
     calls = []
     source = write_classes(tmp_path / "c.tif", blobs(15))
     vectorize_raster(
-        source, tmp_path / "o.gpkg", block_size=32, progress=lambda *a: calls.append(a)
-    )
+        source, tmp_path / "o.gpkg", VectorOptions(block_size=32),
+        progress=lambda *a: calls.append(a),
+    )  # fmt: skip
     assert calls == [(i, 16) for i in range(1, 17)]
 
 
@@ -353,12 +362,12 @@ def test_errors_name_the_file_and_the_fix(tmp_path):
         vectorize_raster(source, tmp_path / "o.gpkg", vector_format="kml")
     with pytest.raises(InvalidInputError, match=r"name it o\.fgb"):
         vectorize_raster(source, tmp_path / "o.gpkg", vector_format="fgb")
-    with pytest.raises(InvalidInputError, match=r"c\.tif: min_area=-1"):
-        vectorize_raster(source, tmp_path / "o.gpkg", min_area=-1)
-    with pytest.raises(InvalidInputError, match=r"block_size=4 .* >= 16"):
-        vectorize_raster(source, tmp_path / "o.gpkg", block_size=4)
-    with pytest.raises(InvalidInputError, match="background=255"):
-        vectorize_raster(source, tmp_path / "o.gpkg", background=NODATA_CLASS)
+    with pytest.raises(InvalidInputError, match=r"min area -1 is invalid; set min_area to a num"):
+        VectorOptions(min_area=-1)
+    with pytest.raises(InvalidInputError, match=r"block size 4 .* set block_size to .* >= 16"):
+        VectorOptions(block_size=4)
+    with pytest.raises(InvalidInputError, match=r"c\.tif: background=255"):
+        vectorize_raster(source, tmp_path / "o.gpkg", VectorOptions(background=NODATA_CLASS))
     rgb = tmp_path / "rgb.tif"
     write_raster(rgb, np.zeros((3, 8, 8), np.uint8), UTM, UTM_TRANSFORM)
     with pytest.raises(InvalidInputError, match=r"expected one band"):

@@ -35,7 +35,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,12 +46,11 @@ from geoseg.errors import CatalogError, GeosegError
 from geoseg.io.files import is_virtual_path
 from geoseg.models.contract import ModelContract
 from geoseg.models.modelfile import read_contract
-from geoseg.engine.scene import TilingOptions
+from geoseg.options import InferenceOptions, InputOptions, OutputOptions, TilingOptions
 
 GLOB_CHARS = frozenset("*?[")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,11 @@ class SceneEntry:
     bands: tuple[int, ...] | None = None
     nodata: float | None = None
     tags: tuple[str, ...] = ()
+
+    @property
+    def input(self) -> InputOptions:
+        """How to read this entry's files."""
+        return InputOptions(bands=self.bands, nodata=self.nodata)
 
     @property
     def is_glob(self) -> bool:
@@ -88,6 +92,16 @@ class Outputs:
     simplify: float = 0.0
     min_area: float = 0.0
 
+    @property
+    def options(self) -> OutputOptions:
+        """The :class:`~geoseg.options.OutputOptions` of this section."""
+        return OutputOptions(
+            vector_formats=self.vector_formats,
+            confidence=self.confidence,
+            simplify=self.simplify,
+            min_area=self.min_area,
+        )
+
 
 @dataclass(frozen=True)
 class Defaults:
@@ -102,8 +116,18 @@ class Defaults:
 
     @property
     def tiling(self) -> TilingOptions:
-        """The :class:`~geoseg.engine.scene.TilingOptions` these defaults describe."""
-        return TilingOptions(self.tile, self.overlap, self.batch_size, self.block_size)
+        """The :class:`~geoseg.options.TilingOptions` these defaults describe."""
+        return TilingOptions(
+            tile=self.tile,
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            block_size=self.block_size,
+        )
+
+    @property
+    def inference(self) -> InferenceOptions:
+        """The :class:`~geoseg.options.InferenceOptions` these defaults describe."""
+        return InferenceOptions(device=self.device, tta=self.tta)
 
 
 @dataclass(frozen=True)
@@ -402,10 +426,7 @@ def _check_entry(
     if model not in models:
         problem = f"unknown model {entry.model!r}" if entry.model else "required"
         raise _YamlPathError(f"{where}.model", f"{problem}; choose one of: {', '.join(models)}")
-    if entry.bands is not None and (not entry.bands or min(entry.bands) < 1):
-        raise _YamlPathError(
-            f"{where}.bands", f"give 1-based band numbers, got {list(entry.bands)}"
-        )
+    _options(where, lambda: entry.input)
     return dataclasses.replace(entry, path=_resolve(entry.path, folder), model=model)
 
 
@@ -415,9 +436,10 @@ def _resolve_outputs(outputs: Outputs | None, folder: Path) -> Outputs:
     text = outputs.path.removeprefix("file://")
     if is_virtual_path(text):
         raise _YamlPathError(
-            "outputs.path", f"{outputs.path!r}: only local folders and file:// URIs are supported; "
-            "write locally and sync the folder to object storage"
-        )  # fmt: skip
+            "outputs.path",
+            f"{outputs.path!r}: only local folders and file:// URIs are supported; "
+            "write locally and sync the folder to object storage",
+        )
     return dataclasses.replace(outputs, path=_resolve(text, folder))
 
 
@@ -427,48 +449,23 @@ def _check_options(
     execution: Execution | None,
     schedule: Schedule | None,
 ) -> None:
-    from geoseg.vector.vectorize import VECTOR_FORMATS
-
-    for i, name in enumerate(outputs.vector_formats):
-        if name not in VECTOR_FORMATS:
-            valid = ", ".join(VECTOR_FORMATS)
-            raise _YamlPathError(
-                f"outputs.vector_formats[{i}]", f"unknown format {name!r}; choose one of: {valid}"
-            )
-    for key in ("simplify", "min_area"):
-        if getattr(outputs, key) < 0:
-            raise _YamlPathError(f"outputs.{key}", f"must be >= 0, got {getattr(outputs, key)}")
+    """Build each section's option bundles once, so their own checks run with YAML paths."""
+    _options("outputs", lambda: outputs.options)
     if defaults is not None:
-        _check_defaults(defaults)
+        _options("defaults", lambda: (defaults.tiling, defaults.inference))
     if execution is not None:
         _check_execution(execution)
     if schedule is not None:
         _check_schedule(schedule)
 
 
-def _check_defaults(defaults: Defaults) -> None:
-    from geoseg.geo.tiling import TILE_MULTIPLE
-
-    if not DEVICE_PATTERN.match(defaults.device):
-        raise _YamlPathError(
-            "defaults.device", f"{defaults.device!r}; choose one of: auto, cpu, cuda, cuda:N, mps"
-        )
-
-    if defaults.tile is not None and (
-        defaults.tile < TILE_MULTIPLE or defaults.tile % TILE_MULTIPLE
-    ):
-        raise _YamlPathError(
-            "defaults.tile", f"must be a multiple of {TILE_MULTIPLE}, got {defaults.tile}"
-        )
-    positive = {"batch_size": defaults.batch_size, "block_size": defaults.block_size}
-    for key, value in positive.items():
-        if value is not None and value < 1:
-            raise _YamlPathError(f"defaults.{key}", f"must be >= 1, got {value}")
-    overlap = defaults.overlap
-    if overlap is not None and (overlap < 0 or (defaults.tile and 2 * overlap >= defaults.tile)):
-        raise _YamlPathError(
-            "defaults.overlap", f"must be >= 0 and less than half the tile, got {defaults.overlap}"
-        )
+def _options(section: str, build: Callable[[], object]) -> None:
+    """Run ``build``; an option error becomes a problem at ``<section>.<option>``."""
+    try:
+        build()
+    except GeosegError as exc:
+        where = f"{section}.{exc.option}" if exc.option else section
+        raise _YamlPathError(where, exc.render(lambda name: f"{section}.{name}")) from None
 
 
 def _check_execution(execution: Execution) -> None:
@@ -497,3 +494,25 @@ def _check_schedule(schedule: Schedule) -> None:
             "schedule.timezone",
             f"unknown timezone {schedule.timezone!r}; use an IANA name such as Europe/Berlin",
         ) from None
+
+
+SECTION_OF = {
+    **{
+        name: "defaults"
+        for name in ("tile", "overlap", "batch_size", "block_size", "device", "tta")
+    },
+    **{name: "outputs" for name in ("vector_formats", "confidence", "simplify", "min_area")},
+    **{name: "execution" for name in ("workers", "scheduler")},
+}
+"""The catalog section of each option that is not set per scene entry."""
+
+
+def yaml_path(option: str, entry: str) -> str:
+    """Where the catalog sets ``option``: its section, or the scene entry ``entry`` (``scenes[3]``).
+
+    Examples
+    --------
+    >>> yaml_path("tile", "scenes[3]"), yaml_path("bands", "scenes[3]")
+    ('defaults.tile', 'scenes[3].bands')
+    """
+    return f"{SECTION_OF.get(option, entry)}.{option}"

@@ -20,32 +20,34 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from geoseg.batch.catalog import (
     Catalog,
-    Defaults,
     Execution,
-    Outputs,
     SceneEntry,
     discover_files,
     entry_where,
     scene_id,
+    yaml_path,
 )
-from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
-from geoseg.engine.executors import Executor, make_executor
-from geoseg.io.files import is_virtual_path, remove_quietly
-from geoseg.geo.tiling import Block, default_overlap
-from geoseg.models.contract import ModelContract, check_input
-from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.batch.outcomes import BatchSummary, SceneOutcome, first_line
+from geoseg.conventions import LOGGER_NAME
+from geoseg.engine.block import BlockResult, SceneJob
+from geoseg.engine.executors import Executor, make_executor
 from geoseg.engine.scene import PredictResult, Progress, predict_scene
+from geoseg.engine.scene import check_scene as check_input_scene
+from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
+from geoseg.geo.tiling import Block
+from geoseg.io.files import is_virtual_path, remove_quietly
+from geoseg.io.quicklook import write_quicklook
 from geoseg.io.stac import (
     ModelInfo,
     asset_paths,
@@ -55,8 +57,12 @@ from geoseg.io.stac import (
     scene_item,
     write_item,
 )
-from geoseg.io.quicklook import write_quicklook
-from geoseg.engine.block import BlockResult, SceneJob
+from geoseg.models.contract import ModelContract
+from geoseg.models.modelfile import file_sha256, read_contract
+from geoseg.options import VECTOR_FORMATS, PredictOptions
+from geoseg.vector.vectorize import vectorize_raster
+
+log = logging.getLogger(LOGGER_NAME)
 
 
 @dataclass(frozen=True)
@@ -75,6 +81,8 @@ class SceneRun:
         The catalog's model name, its file, the file's SHA-256 and its contract.
     out_dir
         This entry's output folder.
+    options
+        Input, tiling, inference and output options (always ``overwrite`` and ``resume``).
     parameters
         The options that shape the result, as recorded in the STAC item.
     """
@@ -87,10 +95,7 @@ class SceneRun:
     model_sha256: str
     contract: ModelContract
     out_dir: str
-    defaults: Defaults
-    outputs: Outputs
-    bands: tuple[int, ...] | None = None
-    nodata: float | None = None
+    options: PredictOptions
     tags: tuple[str, ...] = ()
     parameters: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,23 +115,34 @@ class SceneRun:
         return Path(self.out_dir) / f"{self.stem}_quicklook.png"
 
 
-def result_parameters(
-    defaults: Defaults,
-    outputs: Outputs,
-    contract: ModelContract,
-    bands: Sequence[int] | None,
-    nodata: float | None,
-) -> dict[str, Any]:
+def result_parameters(options: PredictOptions, contract: ModelContract) -> dict[str, Any]:
     """The options that change a scene's outputs, in JSON form (compared with the record)."""
-    tile = defaults.tile or contract.tile_size
+    tile, overlap = options.tiling.resolve(contract.tile_size)
+    bands, out = options.input.bands, options.output
     params = {
         "tile": tile,
-        "overlap": default_overlap(tile) if defaults.overlap is None else defaults.overlap,
-        "tta": defaults.tta, "bands": list(bands) if bands else None, "nodata": nodata,
-        "confidence": outputs.confidence, "vector_formats": list(outputs.vector_formats),
-        "simplify": outputs.simplify, "min_area": outputs.min_area,
-    }  # fmt: skip
+        "overlap": overlap,
+        "tta": options.inference.tta,
+        "bands": list(bands) if bands else None,
+        "nodata": options.input.nodata,
+        "confidence": out.confidence,
+        "vector_formats": list(out.vector_formats),
+        "simplify": out.simplify,
+        "min_area": out.min_area,
+    }
     return dict(json.loads(json.dumps(params)))
+
+
+def scene_options(catalog: Catalog, entry: SceneEntry) -> PredictOptions:
+    """The options of one entry's scenes: the catalog's sections and the entry's input."""
+    return PredictOptions(
+        input=entry.input,
+        tiling=catalog.defaults.tiling,
+        inference=catalog.defaults.inference,
+        output=catalog.outputs.options,
+        overwrite=True,
+        resume=True,
+    )
 
 
 class _ModelCache:
@@ -178,16 +194,20 @@ def _scene_run(
     catalog: Catalog, entry: SceneEntry, file: str, run_id: str, models: _ModelCache
 ) -> SceneRun:
     contract, sha = models(entry.model)
-    params = result_parameters(
-        catalog.defaults, catalog.outputs, contract, entry.bands, entry.nodata
-    )
+    options = scene_options(catalog, entry)
     return SceneRun(
-        id=run_id, where=entry_where(catalog, entry), source=file, model_name=entry.model,
-        model=str(catalog.models[entry.model]), model_sha256=sha, contract=contract,
-        out_dir=str(catalog.output_dir / entry.id), defaults=catalog.defaults,
-        outputs=catalog.outputs, bands=entry.bands, nodata=entry.nodata, tags=entry.tags,
-        parameters=params,
-    )  # fmt: skip
+        id=run_id,
+        where=entry_where(catalog, entry),
+        source=file,
+        model_name=entry.model,
+        model=str(catalog.models[entry.model]),
+        model_sha256=sha,
+        contract=contract,
+        out_dir=str(catalog.output_dir / entry.id),
+        options=options,
+        tags=entry.tags,
+        parameters=result_parameters(options, contract),
+    )
 
 
 def _check_only(catalog: Catalog, only: Sequence[str], runs: Sequence[SceneRun]) -> None:
@@ -242,11 +262,10 @@ def check_scene(run: SceneRun) -> None:
     Raises :class:`~geoseg.errors.GeosegError` subclasses: unreadable raster, band or dtype
     mismatch.
     """
-    from geoseg.io.raster import SceneReader, ground_sample_distance
-
-    with SceneReader(run.source, run.bands or None, run.nodata) as reader:
-        grid = reader.grid
-    check_input(run.contract, run.source, grid.count, grid.dtype, ground_sample_distance(grid))
+    try:
+        check_input_scene(run.source, run.contract, run.options)
+    except GeosegError as exc:
+        raise as_catalog_error(exc, run) from exc
 
 
 def segment(
@@ -254,28 +273,27 @@ def segment(
 ) -> PredictResult:
     """Write the class COG (and confidence COG) of one scene, replacing older ones.
 
+    The scene's STAC record goes first, so a failure from here on never looks complete.
+
     Finished blocks are journaled, so a run interrupted mid-scene (a killed worker, a reboot)
     continues where it stopped on the next attempt or the next scheduled run.
     """
-    d = run.defaults
+    remove_quietly(run.record)  # a scene being replaced must never look complete
+    rasters_only = replace(run.options, output=replace(run.options.output, vector_formats=()))
     return predict_scene(
-        run.source, run.model, run.out_dir, tiling=d.tiling, device=d.device, tta=d.tta,
-        bands=run.bands, nodata=run.nodata, confidence=run.outputs.confidence,
-        vector_format=None, overwrite=True, executor=executor, progress=progress, resume=True,
-    )  # fmt: skip
+        run.source, run.model, run.out_dir, rasters_only, executor=executor, progress=progress
+    )
 
 
 def vectorize(run: SceneRun, classes_path: Path) -> list[Path]:
     """Write one polygon layer per configured vector format; returns their paths."""
-    from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
-
+    output = run.options.output
     written = []
-    for name in run.outputs.vector_formats:
+    for name in output.vector_formats:
         target = Path(run.out_dir) / f"{run.stem}{VECTOR_FORMATS[name]}"
         result = vectorize_raster(
-            classes_path, target, vector_format=name, simplify=run.outputs.simplify,
-            min_area=run.outputs.min_area, overwrite=True,
-        )  # fmt: skip
+            classes_path, target, output.vector, vector_format=name, overwrite=True
+        )
         written.append(Path(result.path))
     return written
 
@@ -290,21 +308,28 @@ def write_record(
     seg = result.segment
     others = [p for p in (seg.confidence_path, *products) if p is not None]
     item = scene_item(
-        run.id.replace("/", "-"), seg.classes_path, source=run.source,
+        run.id.replace("/", "-"),
+        seg.classes_path,
+        source=run.source,
         source_fingerprint=source_fingerprint,
         model=ModelInfo(run.model_name, run.model, run.model_sha256, run.contract),
-        parameters=run.parameters, outputs=others, areas_ha=seg.area_ha(),
-        extra={"geoseg:scene_id": run.id, "geoseg:tags": list(run.tags),
-               "geoseg:execution": _execution_options(run.defaults)},
-    )  # fmt: skip
+        parameters=run.parameters,
+        outputs=others,
+        areas_ha=seg.area_ha(),
+        extra={
+            "geoseg:scene_id": run.id,
+            "geoseg:tags": list(run.tags),
+            "geoseg:execution": _execution_options(run.options),
+        },
+    )
     return write_item(item, run.record)
 
 
-def _execution_options(defaults: Defaults) -> dict[str, Any]:
+def _execution_options(options: PredictOptions) -> dict[str, Any]:
     return {
-        "batch_size": defaults.batch_size,
-        "block_size": defaults.block_size,
-        "device": defaults.device,
+        "batch_size": options.tiling.batch_size,
+        "block_size": options.tiling.block_size,
+        "device": options.inference.device,
     }
 
 
@@ -332,7 +357,6 @@ def run_scene(
     if reason is None:
         return skipped_outcome(run, time.perf_counter() - started)
     check_scene(run)
-    remove_quietly(run.record)
     result = segment(run, executor, progress)
     products = [*vectorize(run, result.segment.classes_path)]
     products.append(write_quicklook(result.segment.classes_path, run.quicklook))
@@ -347,9 +371,15 @@ def done_outcome(
     seg = result.segment
     outputs = [p for p in (seg.classes_path, seg.confidence_path, *products, run.record) if p]
     return SceneOutcome(
-        run.id, run.source, "done", reason, seconds, seg.area_ha(),
-        tuple(str(p) for p in outputs), str(run.quicklook),
-    )  # fmt: skip
+        run.id,
+        run.source,
+        "done",
+        reason,
+        seconds,
+        seg.area_ha(),
+        tuple(str(p) for p in outputs),
+        str(run.quicklook),
+    )
 
 
 def skipped_outcome(run: SceneRun, seconds: float = 0.0) -> SceneOutcome:
@@ -371,8 +401,18 @@ def skipped_outcome(run: SceneRun, seconds: float = 0.0) -> SceneOutcome:
 
 
 def failed_outcome(run: SceneRun, error: BaseException | str, seconds: float = 0.0) -> SceneOutcome:
-    """The outcome of a scene that failed: the error's first line."""
+    """The outcome of a scene that failed: the error's first line, options named by YAML path."""
+    if isinstance(error, GeosegError) and not isinstance(error, CatalogError):
+        error = as_catalog_error(error, run)
     return SceneOutcome(run.id, run.source, "failed", first_line(error), seconds)
+
+
+def as_catalog_error(error: GeosegError, run: SceneRun) -> GeosegError:
+    """The same error with its options named as the catalog names them (``scenes[3].bands``)."""
+    if not error.options:
+        return error
+    text = error.render(lambda option: yaml_path(option, run.where))
+    return type(error)(text)
 
 
 def is_transient(error: BaseException) -> bool:
@@ -437,13 +477,16 @@ def open_executor(execution: Execution) -> Iterator[LazyExecutor]:
 # --- a whole batch ----------------------------------------------------------------------------
 
 
+SceneRunner = Callable[[SceneRun, Executor, bool, "Progress | None"], SceneOutcome]
+"""Runs one scene and returns its outcome, never raising: ``(run, executor, force, progress)``."""
+
+
 def run_batch(
     catalog: Catalog,
     only: Sequence[str] | None = None,
     *,
     force: bool = False,
-    retries: int = 0,
-    retry_delay: float = 10.0,
+    runner: SceneRunner | None = None,
     scene_progress: Callable[[SceneRun], AbstractContextManager[Progress | None]] | None = None,
     on_outcome: Callable[[SceneOutcome], None] | None = None,
 ) -> BatchSummary:
@@ -457,8 +500,9 @@ def run_batch(
         Entry ids or scene ids to run.
     force
         Re-run scenes that are up to date.
-    retries, retry_delay
-        Attempts after a transient error (:func:`is_transient`) and seconds between them.
+    runner
+        Runs one scene (default: :func:`run_with_retries` with no retries). The Prefect flow
+        passes one that runs the scene as a task with Prefect's retries.
     scene_progress
         Gives a context manager per scene that yields a ``progress(done, total)`` callback.
     on_outcome
@@ -471,16 +515,31 @@ def run_batch(
     '3 scene(s): 1 done, 2 skipped, 0 failed'
     """
     started = time.perf_counter()
+    runner = runner or run_with_retries
     outcomes = []
     with open_executor(catalog.execution) as executor:
         for run in plan_scenes(catalog, only):
             progress_cm = scene_progress(run) if scene_progress else contextlib.nullcontext()
             with progress_cm as progress:
-                outcome = run_with_retries(run, executor, force, progress, retries, retry_delay)
+                outcome = runner(run, executor, force, progress)
+            log.info(
+                "%s: %s (%s, %.1f s)", outcome.id, outcome.status, outcome.reason, outcome.seconds
+            )
             outcomes.append(outcome)
             if on_outcome:
                 on_outcome(outcome)
     return BatchSummary(tuple(outcomes), time.perf_counter() - started)
+
+
+def retrying(retries: int, retry_delay: float = 10.0) -> SceneRunner:
+    """A :data:`SceneRunner` that retries transient errors ``retries`` times."""
+
+    def runner(
+        run: SceneRun, executor: Executor, force: bool, progress: Progress | None
+    ) -> SceneOutcome:
+        return run_with_retries(run, executor, force, progress, retries, retry_delay)
+
+    return runner
 
 
 def run_with_retries(
@@ -498,6 +557,14 @@ def run_with_retries(
             return run_scene(run, executor, force=force, progress=progress)
         except Exception as exc:
             if attempt < retries and is_transient(exc):
+                log.warning(
+                    "%s: %s; retry %d of %d in %g s",
+                    run.id,
+                    first_line(exc),
+                    attempt + 1,
+                    retries,
+                    retry_delay,
+                )
                 time.sleep(retry_delay)
                 continue
             return failed_outcome(run, exc, time.perf_counter() - started)

@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from geoseg.batch.runner import SceneRun, check_scene, plan_scenes, run_batch
 from geoseg.batch.catalog import Catalog, CatalogReport, load_catalog, validate_catalog
+from geoseg.batch.outcomes import BatchSummary, SceneOutcome
+from geoseg.batch.runner import SceneRun, check_scene, plan_scenes, retrying, run_batch
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import progress_bar
 from geoseg.errors import GeosegError
-from geoseg.batch.outcomes import BatchSummary, SceneOutcome
 
 catalog_app = typer.Typer(help="Check data catalogs (data_catalog.yaml).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
@@ -44,10 +44,13 @@ def models_table(report: CatalogReport) -> Table:
         table.add_column(column)
     for name, contract in report.contracts.items():
         table.add_row(
-            name, str(report.catalog.models[name]), f"{contract.arch}/{contract.encoder}",
-            f"{contract.bands} x {contract.dtype}", ", ".join(contract.classes),
+            name,
+            str(report.catalog.models[name]),
+            f"{contract.arch}/{contract.encoder}",
+            f"{contract.bands} x {contract.dtype}",
+            ", ".join(contract.classes),
             f"{contract.tile_size} px",
-        )  # fmt: skip
+        )
     return table
 
 
@@ -81,10 +84,12 @@ def settings_line(catalog: Catalog) -> str:
     """Outputs, execution and schedule in one line."""
     ex = catalog.execution
     where = (
-        f"Dask scheduler {ex.scheduler}" if ex.scheduler
-        else f"local Dask cluster of {ex.workers} worker(s)" if ex.workers
+        f"Dask scheduler {ex.scheduler}"
+        if ex.scheduler
+        else f"local Dask cluster of {ex.workers} worker(s)"
+        if ex.workers
         else "in-process"
-    )  # fmt: skip
+    )
     when = f"{catalog.schedule.cron} ({catalog.schedule.timezone})" if catalog.schedule else "none"
     formats = ", ".join(catalog.outputs.vector_formats) or "no polygons"
     return f"outputs: {catalog.outputs.path} ({formats}); blocks run: {where}; schedule: {when}"
@@ -100,9 +105,13 @@ def run_catalog(
     """Segment every scene of FILE that is not up to date; exit 1 if any scene failed."""
     catalog = load_catalog(file)
     summary = run_batch(
-        catalog, only or None, force=force, retries=retries,
-        scene_progress=lambda run: progress_bar(run.id, "tiles"), on_outcome=print_outcome,
-    )  # fmt: skip
+        catalog,
+        only or None,
+        force=force,
+        runner=retrying(retries),
+        scene_progress=lambda run: progress_bar(run.id, "tiles"),
+        on_outcome=print_outcome,
+    )
     console.print(summary_table(summary))
     console.print(summary.headline(), highlight=False)
     if summary.failed:

@@ -7,7 +7,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
+from geoseg.options import LabelOptions
 from geoseg.training.evaluate import EvaluationReport, evaluate
 
 COLUMNS = ("class", "IoU", "F1", "precision", "recall", "pixels")
@@ -17,17 +19,16 @@ COLUMNS = ("class", "IoU", "F1", "precision", "recall", "pixels")
 def evaluate_command(
     prediction: str = typer.Argument(..., help="Predicted class raster (or vector layer)."),
     truth: str = typer.Option(..., "--truth", "-t", help="Reference raster or layer (any CRS)."),
-    class_field: str = typer.Option("class_name", help="Field of class names or ids (vectors)."),
-    classes: str = typer.Option(None, help="Class names by id when the inputs carry ids only."),
-    unlabeled: str = typer.Option("background", help="Uncovered pixels: background or ignore."),
+    class_field: str = opt.CLASS_FIELD,
+    classes: str = opt.CLASSES,
+    unlabeled: str = opt.UNLABELED,
     json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
 ) -> None:
     """Compare PREDICTION with --truth window by window; nodata is not counted."""
-    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-    report = evaluate(
-        prediction, truth, class_field=class_field, classes=names, unlabeled=unlabeled,
-        out_json=json_out,
-    )  # fmt: skip
+    labels = LabelOptions(
+        class_field=class_field, classes=tuple(opt.split_list(classes)) or None, unlabeled=unlabeled
+    )
+    report = evaluate(prediction, truth, labels, out_json=json_out)
     print_report(report)
     if json_out is not None:
         console.print(f"wrote {json_out}")

@@ -8,14 +8,10 @@ import typer
 
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
-from geoseg.models.contract import describe, parse_color
+from geoseg.cli.options import split_list
+from geoseg.models.contract import ModelContract, describe, parse_color
 from geoseg.models.create import create_model
 from geoseg.models.modelfile import file_sha256, read_contract
-
-
-def split_list(text: str | None) -> list[str]:
-    """``"a, b,c"`` -> ``["a", "b", "c"]``."""
-    return [t.strip() for t in text.split(",") if t.strip()] if text else []
 
 
 @app.command("model-info")
@@ -45,11 +41,20 @@ def model_create(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
     """Write a model file: random weights, or WEIGHTS trained elsewhere with SMP."""
-    names = split_list(classes)
-    palette = [parse_color(c) for c in colors.split(";")] if colors else None
+    names = tuple(split_list(classes))
+    palette = tuple(parse_color(c) for c in colors.split(";")) if colors else ()
+    contract = ModelContract(
+        arch=arch,
+        encoder=encoder,
+        bands=bands,
+        dtype=dtype,
+        classes=names,
+        colors=palette,
+        mode="binary" if binary else "multiclass",
+        gsd=gsd,
+        tile_size=tile,
+    )
     path = create_model(
-        out, arch, encoder, bands, names, dtype=dtype, colors=palette,
-        mode="binary" if binary else "multiclass", weights=weights,
-        encoder_weights=encoder_weights, gsd=gsd, tile_size=tile, overwrite=overwrite,
-    )  # fmt: skip
+        out, contract, weights=weights, encoder_weights=encoder_weights, overwrite=overwrite
+    )
     console.print(f"wrote {path} ({arch}/{encoder}, {bands} bands, classes: {', '.join(names)})")

@@ -10,15 +10,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
+from geoseg.options import LabelOptions, TrainOptions
 from geoseg.training.train import TrainProgress, TrainResult, train_model
-
-
-def split_names(text: str | None) -> list[str] | None:
-    """``"background,building"`` -> ``["background", "building"]``."""
-    names = [t.strip() for t in text.split(",") if t.strip()] if text else []
-    return names or None
 
 
 @contextlib.contextmanager
@@ -36,10 +32,13 @@ def training_bar() -> Iterator[Callable[[TrainProgress], None]]:
 
         def update(p: TrainProgress) -> None:
             bar.update(
-                task, completed=(p.epoch - 1) * p.steps + p.step, total=p.epochs * p.steps,
-                epoch=f"{p.epoch}/{p.epochs}", loss=f"{p.loss:.3f}",
+                task,
+                completed=(p.epoch - 1) * p.steps + p.step,
+                total=p.epochs * p.steps,
+                epoch=f"{p.epoch}/{p.epochs}",
+                loss=f"{p.loss:.3f}",
                 miou="-" if p.miou is None else f"{p.miou:.3f}",
-            )  # fmt: skip
+            )
 
         yield update
 
@@ -50,9 +49,9 @@ def train(
     labels: list[Path] = typer.Option(
         ..., "--labels", "-l", help="Vector layer or class raster: one, or one per image (repeat)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.safetensors)."),
-    class_field: str = typer.Option("class_name", help="Field of class names or ids (vectors)."),
-    classes: str = typer.Option(None, help="Class names by id, background first: background,a,b."),
+    out: Path = opt.MODEL_OUT,
+    class_field: str = opt.CLASS_FIELD,
+    classes: str = opt.CLASSES,
     arch: str = typer.Option("unet", help="SMP architecture: unet, fpn, deeplabv3plus, ..."),
     encoder: str = typer.Option("resnet18", help="SMP encoder (random init): resnet18, ..."),
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
@@ -63,20 +62,39 @@ def train(
     loss: str = typer.Option("ce+dice", help="ce, dice, focal, jaccard, lovasz, tversky, a+b."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps."),
     val_fraction: float = typer.Option(0.2, help="Held out: whole images if several, else strips."),
-    unlabeled: str = typer.Option("background", help="Uncovered pixels: background or ignore."),
+    unlabeled: str = opt.UNLABELED,
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     seed: int = typer.Option(0, help="Random seed."),
 ) -> None:
     """Train a segmentation model on IMAGES and LABELS; keep the best by validation mIoU."""
+    options = TrainOptions(
+        arch=arch,
+        encoder=encoder,
+        tile=tile,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        batch_size=batch_size,
+        lr=lr,
+        loss=loss,
+        device=device,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    label_options = LabelOptions(
+        class_field=class_field, classes=tuple(opt.split_list(classes)) or None, unlabeled=unlabeled
+    )
     with training_bar() as progress:
         result = train_model(
-            images, labels, out, class_field=class_field, classes=split_names(classes), arch=arch,
-            encoder=encoder, tile=tile, epochs=epochs, batch_size=batch_size, lr=lr, loss=loss,
-            device=device, val_fraction=val_fraction, unlabeled=unlabeled,
-            steps_per_epoch=steps_per_epoch, resume=resume, overwrite=overwrite, seed=seed,
+            images,
+            labels,
+            out,
+            options,
+            label_options=label_options,
+            overwrite=overwrite,
+            resume=resume,
             progress=progress,
-        )  # fmt: skip
+        )
     print_summary(result)
 
 
@@ -92,12 +110,17 @@ def print_summary(result: TrainResult) -> None:
         console.print(table)
     last = result.history[-1] if result.history else None
     per_epoch = sum(r.seconds for r in result.history) / max(len(result.history), 1)
-    console.print(summary_table("summary", [
-        ("model", str(result.model_path)),
-        ("classes", ", ".join(result.contract.classes)),
-        ("epochs", f"{len(result.history)} ({per_epoch:.1f} s each)"),
-        ("final loss", f"{last.loss:.4f}" if last else "-"),
-        ("best mIoU", "-" if result.best_miou is None else f"{result.best_miou:.3f}"),
-        ("time", f"{result.seconds:.1f} s"),
-        ("checkpoint", str(result.checkpoint_path)),
-    ]))  # fmt: skip
+    console.print(
+        summary_table(
+            "summary",
+            [
+                ("model", str(result.model_path)),
+                ("classes", ", ".join(result.contract.classes)),
+                ("epochs", f"{len(result.history)} ({per_epoch:.1f} s each)"),
+                ("final loss", f"{last.loss:.4f}" if last else "-"),
+                ("best mIoU", "-" if result.best_miou is None else f"{result.best_miou:.3f}"),
+                ("time", f"{result.seconds:.1f} s"),
+                ("checkpoint", str(result.checkpoint_path)),
+            ],
+        )
+    )

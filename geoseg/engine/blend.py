@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from geoseg.geo.tiling import Window
-
-NODATA_CLASS = 255
-"""Class value written where the input is nodata."""
+from geoseg.conventions import NODATA_CLASS
+from geoseg.geo.window import Window
 
 
 def ramp(overlap: int) -> np.ndarray:

@@ -7,22 +7,26 @@ executors or Dask. :func:`run_block` adds the read; executors decide where it ru
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from geoseg.engine.blend import BlockAccumulator, tile_weights
-from geoseg.geo.tiling import Block, Window
-from geoseg.models.contract import Normalization
-from geoseg.models.predictor import Predictor, load_predictor
+from geoseg.geo.tiling import Block
+from geoseg.geo.window import Window
 from geoseg.io.raster import SceneReader
+from geoseg.models.contract import Normalization
+from geoseg.models.predictor import Predictor, load_predictor, resolve_device
+from geoseg.options import InputOptions
 
 TileCallback = Callable[[int], None]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BlockResult:
     """What a block produces: uint8 classes and confidence over its write window."""
 
@@ -48,23 +52,31 @@ class ModelSpec:
     def __call__(self) -> Predictor:
         return load_predictor(self.path, self.device, self.tta, self.sha256)
 
+    def identity(self) -> dict[str, Any]:
+        """What shapes the predictions: the weights, TTA and the device this resolves to here."""
+
+        return {"sha256": self.sha256, "tta": self.tta, "device": resolve_device(self.device)}
+
 
 @dataclass(frozen=True)
 class SceneJob:
     """Everything a worker needs to segment any block of one scene (small and picklable).
 
     Pixels never travel: a worker reads its own window from ``scene`` (a path or GDAL URL).
+    The tile weight window is made where it is used (cached per process), never pickled.
 
     Attributes
     ----------
-    scene, bands, nodata
-        The input and how to read it.
+    scene
+        The input (a path or GDAL URL).
     predictor
         A picklable zero-argument callable returning a :class:`Predictor` (e.g. :class:`ModelSpec`).
     normalization
         Per-band scaling from the model contract; None passes pixels through as float32.
     tile, overlap, batch_size
         Tiling of the scene-wide grid and tiles per model call.
+    input
+        Bands to read and the nodata value for files that declare none.
     """
 
     scene: str
@@ -73,12 +85,20 @@ class SceneJob:
     tile: int
     overlap: int
     batch_size: int = 4
-    bands: tuple[int, ...] = ()
-    nodata: float | None = None
-    weights: np.ndarray = field(init=False, repr=False, compare=False)
+    input: InputOptions = field(default_factory=InputOptions)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", tile_weights(self.tile, self.overlap))
+    @property
+    def weights(self) -> np.ndarray:
+        """The tile weight window ``(tile, tile)``."""
+        return shared_tile_weights(self.tile, self.overlap)
+
+
+@functools.cache
+def shared_tile_weights(tile: int, overlap: int) -> np.ndarray:
+    """:func:`~geoseg.engine.blend.tile_weights`, made once per process (read-only)."""
+    weights = tile_weights(tile, overlap)
+    weights.flags.writeable = False
+    return weights
 
 
 def prepare_block(
@@ -157,7 +177,7 @@ def segment_block(
         if on_tiles:
             on_tiles(len(group))
     classes, confidence = acc.classes_and_confidence()
-    return BlockResult(block, classes, confidence, len(todo))
+    return BlockResult(block=block, classes=classes, confidence=confidence, tiles=len(todo))
 
 
 def read_block(reader: SceneReader, block: Block, job: SceneJob) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +196,7 @@ def run_block(
     """Read, predict and blend one block of ``job``'s scene (opening what is not given)."""
     predictor = predictor or job.predictor()
     if reader is None:
-        with SceneReader(job.scene, job.bands or None, job.nodata) as own:
+        with SceneReader(job.scene, job.input) as own:
             pixels, valid = read_block(own, block, job)
     else:
         pixels, valid = read_block(reader, block, job)

@@ -45,11 +45,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from geoseg.errors import ExecutorError, InvalidInputError
-from geoseg.io.files import Closing
-from geoseg.geo.tiling import Block
-from geoseg.io.raster import SceneReader
 from geoseg.engine.block import BlockResult, SceneJob, TileCallback, run_block
+from geoseg.errors import ExecutorError, InvalidInputError
+from geoseg.geo.tiling import Block
+from geoseg.io.files import Closing
+from geoseg.io.raster import SceneReader
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -78,7 +78,7 @@ def _scene_reader(job: SceneJob, run: str) -> SceneReader:
     """
     cache: OrderedDict[str, SceneReader] = _local.__dict__.setdefault("readers", OrderedDict())
     if run not in cache:
-        cache[run] = SceneReader(job.scene, job.bands or None, job.nodata)
+        cache[run] = SceneReader(job.scene, job.input)
         while len(cache) > READERS_PER_THREAD:
             cache.popitem(last=False)[1].close()
     cache.move_to_end(run)
@@ -199,11 +199,15 @@ class DaskExecutor(Closing):
         self.cluster = None
         if workers is not None:
             self.cluster = distributed.LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": dashboard},
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": dashboard},
                 resources=dict(worker_resources) if worker_resources else None,
                 env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))},
-            )  # fmt: skip
+            )
         self.client = self._connect(distributed, scheduler, direct)
 
     def _connect(self, distributed: ModuleType, scheduler: str | None, direct: bool) -> Any:
@@ -241,7 +245,9 @@ class DaskExecutor(Closing):
             raise ExecutorError(
                 f"no Dask worker offers the resources {need} that the tasks ask for "
                 f"({describe_resources(workers)}); start workers with "
-                f"'dask worker <scheduler> --nthreads 1 {flags}', or run on CPU (--device cpu)"
+                f"'dask worker <scheduler> --nthreads 1 {flags}', or run on CPU (set `device` to "
+                "cpu)",
+                option="device",
             )
         return need, self.max_in_flight or IN_FLIGHT_PER_SLOT * slots
 
@@ -277,9 +283,14 @@ class DaskExecutor(Closing):
 
         def submit(block: Block) -> Future:
             future = self.client.submit(
-                segment_block_task, job, block, run, key=f"geoseg-block-{run}-{block.id}",
-                resources=need, pure=False,
-            )  # fmt: skip
+                segment_block_task,
+                job,
+                block,
+                run,
+                key=f"geoseg-block-{run}-{block.id}",
+                resources=need,
+                pure=False,
+            )
             in_flight[future] = block
             return future
 
@@ -307,8 +318,9 @@ class DaskExecutor(Closing):
             raise ExecutorError(
                 f"block {block.id} was running each time a Dask worker died, "
                 f"{exc.allowed_failures + 1} times (last on {exc.last_worker.address}); "
-                "a worker running out of memory is the usual cause: lower --block-size or "
-                "--batch-size, or see the worker logs"
+                "a worker running out of memory is the usual cause: lower `block_size` or "
+                "`batch_size`, or see the worker logs",
+                options=("block_size", "batch_size"),
             ) from exc
         except distributed.CancelledError as exc:
             raise ExecutorError(
@@ -337,10 +349,13 @@ def check_options(workers: int | None, scheduler: str | None, max_in_flight: int
     """Raise :class:`InvalidInputError` unless exactly one of workers / scheduler is usable."""
     if (workers is None) == (scheduler is None):
         raise InvalidInputError(
-            "give either workers=N (start a local Dask cluster) or scheduler='tcp://host:port' "
-            f"(use an existing one), not {'both' if workers is not None else 'neither'}"
+            "give either `workers` (start a local Dask cluster) or `scheduler` (the address of an "
+            f"existing one), not {'both' if workers is not None else 'neither'}",
+            options=("workers", "scheduler"),
         )
     if workers is not None and workers < 1:
-        raise InvalidInputError(f"--workers must be >= 1, got {workers}")
+        raise InvalidInputError(
+            f"workers {workers} is invalid; set `workers` to 1 or more", option="workers"
+        )
     if max_in_flight is not None and max_in_flight < 1:
         raise InvalidInputError(f"max_in_flight must be >= 1, got {max_in_flight}")

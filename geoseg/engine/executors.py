@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
+from geoseg.engine.block import BlockResult, SceneJob, read_block, segment_block
 from geoseg.geo.tiling import Block
 from geoseg.io.raster import SceneReader
-from geoseg.engine.block import BlockResult, SceneJob, read_block, segment_block
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -51,7 +51,7 @@ class SequentialExecutor:
             return
         predictor = job.predictor()
         with (
-            SceneReader(job.scene, job.bands or None, job.nodata) as reader,
+            SceneReader(job.scene, job.input) as reader,
             ThreadPoolExecutor(1, thread_name_prefix="geoseg-read") as pool,
         ):
             pending = pool.submit(read_block, reader, blocks[0], job)

@@ -1,78 +1,70 @@
 """Segment a whole scene: plan blocks, run them on an executor, write the COGs, vectorize.
 
 :func:`segment_scene` produces the class (and confidence) rasters; :func:`predict_scene` adds the
-polygon layer and a summary. Both delegate: geometry to :mod:`geoseg.geo.tiling`, the per-block work to
-:mod:`geoseg.engine.block`, parallelism to :mod:`geoseg.engine.executors`, writing to
-:class:`geoseg.io.raster.ClassRasterWriter`.
+polygon layers and a summary. Both delegate: geometry to :mod:`geoseg.geo.tiling`, the per-block
+work to :mod:`geoseg.engine.block`, parallelism to :mod:`geoseg.engine.executors`, writing to
+:class:`geoseg.io.class_raster.ClassRasterWriter`, polygons to :mod:`geoseg.vector`.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from geoseg.errors import InvalidInputError
+from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
+from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.files import check_writable, is_virtual_path, require_file
-from geoseg.geo.tiling import TileGrid, default_block_size, default_overlap, plan_blocks
+from geoseg.io.raster import scene_grid
 from geoseg.models.contract import ModelContract, check_input
 from geoseg.models.modelfile import file_sha256, read_contract
-from geoseg.io.raster import ClassRasterWriter, RasterGrid, SceneReader, ground_sample_distance
-from geoseg.engine.block import ModelSpec, SceneJob, scene_path
+from geoseg.options import VECTOR_FORMATS, OutputOptions, PredictOptions
+from geoseg.vector.vectorize import vectorize_raster
 
 Progress = Callable[[int, int], None]
 """Called with (tiles done, tiles total)."""
 
 
-@dataclass(frozen=True)
-class TilingOptions:
-    """How a scene is cut up: tile size (None: the model's), overlap, batch and block size.
-
-    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles).
-    """
-
-    tile: int | None = None
-    overlap: int | None = None
-    batch_size: int = 4
-    block_size: int | None = None
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class OutputPaths:
     """Where one scene's products go."""
 
     classes: Path
     confidence: Path | None = None
-    vector: Path | None = None
+    vectors: tuple[Path, ...] = ()
 
     @classmethod
     def for_scene(
-        cls,
-        scene: str,
-        out_dir: str | os.PathLike[str],
-        confidence: bool,
-        vector_suffix: str | None,
+        cls, scene: str, out_dir: str | os.PathLike[str], output: OutputOptions
     ) -> OutputPaths:
         """``OUT/<stem>_classes.tif``, ``OUT/<stem>_confidence.tif``, ``OUT/<stem>.<ext>``."""
         out = Path(out_dir)
         stem = Path(scene.rstrip("/")).stem
         return cls(
-            out / f"{stem}_classes.tif",
-            out / f"{stem}_confidence.tif" if confidence else None,
-            out / f"{stem}{vector_suffix}" if vector_suffix else None,
+            classes=out / f"{stem}_classes.tif",
+            confidence=out / f"{stem}_confidence.tif" if output.confidence else None,
+            vectors=tuple(out / f"{stem}{VECTOR_FORMATS[f]}" for f in output.vector_formats),
         )
+
+    @property
+    def all(self) -> list[Path]:
+        """Every output path."""
+        return [p for p in (self.classes, self.confidence, *self.vectors) if p is not None]
 
     def existing(self) -> list[Path]:
         """Outputs that already exist."""
-        return [p for p in (self.classes, self.confidence, self.vector) if p and p.exists()]
+        return [p for p in self.all if p.exists()]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SegmentResult:
     """Figures from :func:`segment_scene`."""
 
@@ -99,20 +91,25 @@ class SegmentResult:
         }
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PredictResult:
     """Outputs and figures of one :func:`predict_scene` run."""
 
     scene: str
     segment: SegmentResult
-    vector_path: Path | None = None
+    vector_paths: list[Path] = field(default_factory=list)
     vector_features: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
+    def vector_path(self) -> Path | None:
+        """The first polygon layer, if any."""
+        return self.vector_paths[0] if self.vector_paths else None
+
+    @property
     def outputs(self) -> list[Path]:
         """Every file written."""
-        paths = [self.segment.classes_path, self.segment.confidence_path, self.vector_path]
+        paths = [self.segment.classes_path, self.segment.confidence_path, *self.vector_paths]
         return [p for p in paths if p is not None]
 
     @property
@@ -122,45 +119,56 @@ class PredictResult:
 
 
 def model_job(
-    scene: str,
-    model: str | os.PathLike[str],
-    contract: ModelContract,
-    tiling: TilingOptions,
-    device: str = "auto",
-    tta: bool = False,
-    bands: Sequence[int] | None = None,
-    nodata: float | None = None,
+    scene: str, model: str | os.PathLike[str], contract: ModelContract, options: PredictOptions
 ) -> SceneJob:
     """The :class:`SceneJob` that runs a model file over a scene."""
-    spec = ModelSpec(os.path.abspath(model), file_sha256(model), device, tta)
-    tile = tiling.tile or contract.tile_size
+    inference = options.inference
+    spec = ModelSpec(os.path.abspath(model), file_sha256(model), inference.device, inference.tta)
+    tile, overlap = options.tiling.resolve(contract.tile_size)
     return SceneJob(
-        scene=scene,
-        predictor=spec,
-        normalization=contract.normalization,
-        tile=tile,
-        overlap=tiling.overlap if tiling.overlap is not None else default_overlap(tile),
-        batch_size=tiling.batch_size,
-        bands=tuple(bands or ()),
-        nodata=nodata,
+        scene, spec, contract.normalization, tile, overlap, options.tiling.batch_size, options.input
     )
 
 
-def inspect_scene(job: SceneJob) -> tuple[RasterGrid, float | None]:
-    """Open the scene once to learn its grid and pixel size in metres."""
-    with SceneReader(job.scene, job.bands or None, job.nodata) as reader:
-        return reader.grid, ground_sample_distance(reader.grid)
+def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:
+    """What must not change between an interrupted run and its resumption.
+
+    Only what shapes the result: the scene file, the model (hash, TTA, the device it resolves
+    to), normalisation, tiling and block size; not the batch size or how the device was named.
+    """
+    stat = None if is_virtual_path(job.scene) else os.stat(job.scene)
+    identity = getattr(job.predictor, "identity", None)
+    return {
+        "scene": job.scene,
+        "file": stat and [stat.st_size, stat.st_mtime_ns],
+        "model": identity() if callable(identity) else repr(job.predictor),
+        "normalization": repr(job.normalization),
+        "tiling": [job.tile, job.overlap, block_size],
+        "input": repr(job.input),
+    }
+
+
+class TileCounter:
+    """Counts tiles as blocks report them and passes ``(done, total)`` to a progress callback."""
+
+    def __init__(self, total: int, progress: Progress | None) -> None:
+        self.total, self.done, self.progress = total, 0, progress
+
+    def __call__(self, tiles: int) -> None:
+        self.done += tiles
+        if self.progress:
+            self.progress(self.done, self.total)
 
 
 def segment_scene(
     job: SceneJob,
     paths: OutputPaths,
-    class_names: Sequence[str],
-    colors: Sequence[Sequence[int]],
+    legend: Legend,
+    *,
     block_size: int | None = None,
     executor: Executor | None = None,
-    overwrite: bool = False,
     progress: Progress | None = None,
+    overwrite: bool = False,
     resume: bool = False,
 ) -> SegmentResult:
     """Write the class raster (and confidence raster) of one scene.
@@ -170,67 +178,72 @@ def segment_scene(
     same job that was interrupted continues where it stopped (see :class:`ClassRasterWriter`).
     """
     started = time.perf_counter()
-    grid, gsd = inspect_scene(job)
-    tiles = TileGrid(grid.height, grid.width, job.tile, job.overlap)
-    size = block_size or default_block_size(job.tile, job.overlap, max(grid.height, grid.width))
-    blocks = plan_blocks(tiles, size)
-    total = sum(b.num_tiles for b in blocks)
-    done = 0
-
-    def on_tiles(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, total)
-
-    counts = np.zeros(len(class_names), dtype=np.int64)
-    computed = 0
-    executor = executor or SequentialExecutor()
-    key = None
-    if resume:  # what must not change between an interrupted run and its resumption
-        stat = None if is_virtual_path(job.scene) else os.stat(job.scene)
-        key = {"job": repr(job), "block": size, "scene": stat and [stat.st_size, stat.st_mtime_ns]}
+    grid = scene_grid(job.scene, job.input)
+    size = block_size or default_block_size(job.tile, job.overlap, max(grid.shape))
+    blocks = plan_blocks(TileGrid(grid.height, grid.width, job.tile, job.overlap), size)
+    counter = TileCounter(sum(b.num_tiles for b in blocks), progress)
+    key = resume_key(job, size) if resume else None
     with ClassRasterWriter(
-        paths.classes, grid, class_names, colors, paths.confidence, overwrite, key
+        paths.classes, grid, legend, paths.confidence, overwrite=overwrite, resume=key
     ) as writer:
         todo = [b for b in blocks if b.id not in writer.finished_before]
-        for prior in writer.finished_before.values():
-            counts += np.asarray(prior, dtype=np.int64)
-        if len(todo) < len(blocks):
-            on_tiles(total - sum(b.num_tiles for b in todo))
-        for result in executor.map_blocks(job, todo, on_tiles):
-            block = result.block
-            writer.write_block(block.write, result.classes, result.confidence, block.id)
-            counts += result.class_counts(len(class_names))
-            computed += result.tiles
+        counts = sum_counts(writer.finished_before.values(), len(legend.names))
+        counter(sum(b.num_tiles for b in blocks) - sum(b.num_tiles for b in todo))
+        results = (executor or SequentialExecutor()).map_blocks(job, todo, counter)
+        computed = write_blocks(writer, results, counts)
     if progress:
-        progress(total, total)
+        progress(counter.total, counter.total)
     return SegmentResult(
-        paths.classes, paths.confidence, list(class_names), counts, (gsd or 1.0) ** 2,
-        grid.width * grid.height, computed, job.tile, time.perf_counter() - started,
-    )  # fmt: skip
+        classes_path=paths.classes,
+        confidence_path=paths.confidence,
+        class_names=list(legend.names),
+        class_pixels=counts,
+        pixel_area_m2=(grid.gsd or 1.0) ** 2,
+        scene_pixels=grid.width * grid.height,
+        tiles=computed,
+        tile=job.tile,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def sum_counts(prior: Iterable[Sequence[int]], num_classes: int) -> np.ndarray:
+    """Pixels per class of the blocks an earlier run finished."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    for block_counts in prior:
+        counts += np.asarray(block_counts, dtype=np.int64)
+    return counts
+
+
+def write_blocks(
+    writer: ClassRasterWriter, results: Iterable[BlockResult], counts: np.ndarray
+) -> int:
+    """Write each block as it arrives, adding its class counts; returns the tiles computed."""
+    computed = 0
+    for result in results:
+        block = result.block
+        writer.write_block(block.write, result.classes, result.confidence, block.id)
+        counts += result.class_counts(len(counts))
+        computed += result.tiles
+    return computed
+
+
+def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> RasterGrid:
+    """Check a scene against a model's contract (bands, dtype; warn on pixel size) before work."""
+    grid = scene_grid(scene, options.input)
+    check_input(contract, scene, grid.count, grid.dtype, grid.gsd)
+    return grid
 
 
 def predict_scene(
     scene: str | os.PathLike[str],
     model: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
+    options: PredictOptions | None = None,
     *,
-    tiling: TilingOptions | None = None,
-    device: str = "auto",
-    tta: bool = False,
-    bands: Sequence[int] | None = None,
-    nodata: float | None = None,
-    confidence: bool = False,
-    vector_format: str | None = "gpkg",
-    simplify: float = 0.0,
-    min_area: float = 0.0,
-    overwrite: bool = False,
     executor: Executor | None = None,
     progress: Progress | None = None,
-    resume: bool = False,
 ) -> PredictResult:
-    """Segment a GeoTIFF with a model file: class COG, optional confidence COG, polygon layer.
+    """Segment a GeoTIFF with a model file: class COG, optional confidence COG, polygon layers.
 
     Parameters
     ----------
@@ -240,78 +253,52 @@ def predict_scene(
         A geoseg model file (``geoseg model-create`` or ``geoseg train``).
     out_dir
         Output folder; files are named after the scene.
-    tiling
-        Tile size, overlap, batch size and block size.
-    device
-        ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-    tta
-        Average the 8 D4 rotations/flips of every tile.
-    bands
-        1-based bands to read (default: all but alpha).
-    nodata
-        Nodata value for scenes that declare none.
-    confidence
-        Also write ``<stem>_confidence.tif`` (winning probability in %).
-    vector_format
-        ``gpkg``, ``geojson``, ``fgb``, ``parquet``, ``shp``; None for no polygons.
-    simplify, min_area
-        Polygon simplification tolerance (m) and minimum area (m²).
-    overwrite
-        Replace existing outputs.
+    options
+        Input (bands, nodata), tiling, inference (device, TTA), outputs (confidence, vector
+        formats, simplify, min_area), ``overwrite`` and ``resume`` (journal finished blocks and
+        continue an interrupted run of the same job; the result is byte-identical).
     executor
         Where blocks run (default: this process).
     progress
         Called with (tiles done, tiles total).
-    resume
-        Journal finished blocks beside the outputs and continue an interrupted run of the same
-        job (scene, model, tiling) without recomputing them; the result is byte-identical.
 
     Examples
     --------
-    >>> result = predict_scene("scene.tif", "model.safetensors", "out/")  # doctest: +SKIP
+    >>> from geoseg.options import OutputOptions, PredictOptions
+    >>> options = PredictOptions(output=OutputOptions(vector_formats=("gpkg",), min_area=20))
+    >>> result = predict_scene("scene.tif", "model.safetensors", "out/", options)  # doctest: +SKIP
     >>> result.segment.area_ha()  # doctest: +SKIP
     {'background': 12.5, 'building': 3.1}
     """
-    from geoseg.vector.vectorize import VECTOR_FORMATS, vectorize_raster
-
+    options = options or PredictOptions()
     require_file(scene, "scene")
     path = scene_path(scene)
     contract = read_contract(model)
-    tiling = tiling or TilingOptions()
-    job = model_job(path, model, contract, tiling, device, tta, bands, nodata)
-    grid, gsd = inspect_scene(job)
-    check_input(contract, path, grid.count, grid.dtype, gsd)
-    suffix = vector_suffix(vector_format, VECTOR_FORMATS)
-    paths = OutputPaths.for_scene(path, out_dir, confidence, suffix)
+    job = model_job(path, model, contract, options)
+    check_scene(path, contract, options)
+    paths = OutputPaths.for_scene(path, out_dir, options.output)
     for existing in paths.existing():
-        check_writable(existing, overwrite)
+        check_writable(existing, options.overwrite)
     seg = segment_scene(
-        job, paths, contract.classes, contract.colors, tiling.block_size, executor, overwrite,
-        progress, resume,
-    )  # fmt: skip
-    result = PredictResult(path, seg, seconds={"segment": seg.seconds})
-    if paths.vector is not None:
+        job,
+        paths,
+        Legend(contract.classes, contract.colors),
+        block_size=options.tiling.block_size,
+        executor=executor,
+        progress=progress,
+        overwrite=options.overwrite,
+        resume=options.resume,
+    )
+    result = PredictResult(scene=path, segment=seg, seconds={"segment": seg.seconds})
+    for target in paths.vectors:
         vec = vectorize_raster(
-            paths.classes, paths.vector, vector_format=vector_format, simplify=simplify,
-            min_area=min_area, overwrite=overwrite, executor=executor,
-        )  # fmt: skip
-        result.vector_path, result.vector_features = vec.path, vec.features
-        result.seconds["vectorize"] = vec.seconds
+            paths.classes,
+            target,
+            options.output.vector,
+            overwrite=options.overwrite,
+            executor=executor,
+        )
+        result.vector_paths.append(vec.path)
+        result.vector_features += vec.features
+        result.seconds["vectorize"] = result.seconds.get("vectorize", 0.0) + vec.seconds
     return result
-
-
-def vector_suffix(vector_format: str | None, formats: dict[str, str]) -> str | None:
-    """File suffix of a vector format name, or None for no vector output."""
-    if vector_format is None or vector_format == "none":
-        return None
-    if vector_format not in formats:
-        from geoseg.errors import choice_error
-
-        raise choice_error("vector format", vector_format, [*formats, "none"])
-    return formats[vector_format]
-
-
-def check_positive(name: str, value: float) -> None:
-    """Raise :class:`InvalidInputError` for a negative option value."""
-    if value < 0:
-        raise InvalidInputError(f"--{name} must be >= 0, got {value}")

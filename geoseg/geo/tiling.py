@@ -1,4 +1,4 @@
-"""Pure pixel geometry: windows, the scene-wide tile grid and the block plan.
+"""Pure pixel geometry: the scene-wide tile grid and the block plan.
 
 Nothing here opens a file. Coordinates are pixel rows and columns of the scene; a window may
 reach outside the scene (negative offsets, or past the last row), which is how the reflect-padded
@@ -27,57 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from geoseg.errors import InvalidInputError
-
-TILE_MULTIPLE = 32
-"""Tile sizes must be a multiple of this (the deepest encoder stride of SMP models)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A rectangle of pixels: offsets may be negative or reach past the scene.
-
-    Examples
-    --------
-    >>> Window(0, 0, 10, 10).intersection(Window(5, -3, 10, 10))
-    Window(row=5, col=0, height=5, width=7)
-    """
-
-    row: int
-    col: int
-    height: int
-    width: int
-
-    @property
-    def row_stop(self) -> int:
-        """One past the last row."""
-        return self.row + self.height
-
-    @property
-    def col_stop(self) -> int:
-        """One past the last column."""
-        return self.col + self.width
-
-    @property
-    def size(self) -> int:
-        """Number of pixels."""
-        return self.height * self.width
-
-    def slices(self) -> tuple[slice, slice]:
-        """Row and column slices, for indexing an array that starts at (0, 0)."""
-        return slice(self.row, self.row_stop), slice(self.col, self.col_stop)
-
-    def intersection(self, other: Window) -> Window | None:
-        """The overlap of two windows, or None when they do not overlap."""
-        row, col = max(self.row, other.row), max(self.col, other.col)
-        row_stop = min(self.row_stop, other.row_stop)
-        col_stop = min(self.col_stop, other.col_stop)
-        if row_stop <= row or col_stop <= col:
-            return None
-        return Window(row, col, row_stop - row, col_stop - col)
-
-    def relative_to(self, origin: Window) -> Window:
-        """This window in the coordinates of an array whose pixel (0, 0) is ``origin``'s corner."""
-        return Window(self.row - origin.row, self.col - origin.col, self.height, self.width)
+from geoseg.geo.window import Window, cover
+from geoseg.options import check_overlap, check_tile
 
 
 def axis_tile_starts(length: int, tile: int, stride: int, margin: int) -> tuple[int, ...]:
@@ -127,7 +78,7 @@ class TileGrid:
     margin: int = -1
 
     def __post_init__(self) -> None:
-        check_tiling(self.tile, self.overlap)
+        check_overlap(self.overlap, check_tile(self.tile))
         if self.height < 1 or self.width < 1:
             raise InvalidInputError(
                 f"scene size must be positive, got {self.height} x {self.width}"
@@ -159,19 +110,6 @@ class TileGrid:
     def scene(self) -> Window:
         """The scene as a window."""
         return Window(0, 0, self.height, self.width)
-
-
-def check_tiling(tile: int, overlap: int) -> None:
-    """Raise :class:`InvalidInputError` unless tile and overlap are usable."""
-    if tile < TILE_MULTIPLE or tile % TILE_MULTIPLE:
-        raise InvalidInputError(
-            f"tile size {tile} is not a positive multiple of {TILE_MULTIPLE}; "
-            f"use e.g. {max(TILE_MULTIPLE, round(tile / TILE_MULTIPLE) * TILE_MULTIPLE)}"
-        )
-    if overlap < 0 or overlap >= tile // 2:
-        raise InvalidInputError(
-            f"overlap {overlap} must be >= 0 and less than half the tile ({tile // 2})"
-        )
 
 
 @dataclass(frozen=True)
@@ -242,17 +180,6 @@ def make_block(grid: TileGrid, row: int, col: int, write: Window) -> Block:
     return Block(row, col, write, extent, read, rows, cols)
 
 
-def default_overlap(tile: int) -> int:
-    """An eighth of the tile: enough context at tile edges for little recomputation.
-
-    Examples
-    --------
-    >>> default_overlap(512), default_overlap(64)
-    (64, 8)
-    """
-    return tile // 8
-
-
 def default_block_size(tile: int, overlap: int, scene: int | None = None, strides: int = 8) -> int:
     """At most ``strides`` tile strides, balanced so the scene splits into near-equal blocks.
 
@@ -278,14 +205,13 @@ def plan_blocks(grid: TileGrid, block_size: int) -> list[Block]:
     more memory (about ``block_size**2 * (classes + 1) * 4`` bytes for the blend accumulator).
     """
     if block_size < 1:
-        raise InvalidInputError(f"block size must be positive, got {block_size}")
-    blocks = []
-    for i, row in enumerate(range(0, grid.height, block_size)):
-        for j, col in enumerate(range(0, grid.width, block_size)):
-            height = min(block_size, grid.height - row)
-            width = min(block_size, grid.width - col)
-            blocks.append(make_block(grid, i, j, Window(row, col, height, width)))
-    return blocks
+        raise InvalidInputError(
+            f"block size {block_size} is invalid; set `block_size` to a positive number of pixels",
+            option="block_size",
+        )
+    rows = {w.row: i for i, w in enumerate(cover(grid.scene, (block_size, grid.width)))}
+    cols = {w.col: j for j, w in enumerate(cover(grid.scene, (grid.height, block_size)))}
+    return [make_block(grid, rows[w.row], cols[w.col], w) for w in cover(grid.scene, block_size)]
 
 
 def computed_pixels(blocks: list[Block], tile: int) -> int:

@@ -36,7 +36,9 @@ def require_file(path: str | os.PathLike[str], what: str = "file") -> None:
 def check_writable(path: Path, overwrite: bool) -> None:
     """Refuse to replace an existing output unless ``overwrite`` is set."""
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path}: already exists; pass --overwrite to replace it")
+        raise OutputExistsError(
+            f"{path}: already exists; set `overwrite` to replace it", option="overwrite"
+        )
 
 
 def temporary_sibling(path: Path) -> Path:
@@ -51,9 +53,57 @@ def remove_quietly(path: Path) -> None:
             candidate.unlink()
 
 
+class PendingOutput:
+    """An output being written under a hidden temporary name beside its final name.
+
+    :meth:`commit` renames the temporary file (and its siblings with ``suffixes``, e.g. a
+    Shapefile's parts or a ``.qml`` side-car) into place, removing stale siblings of a dataset it
+    replaces; :meth:`abort` deletes every temporary file. The one place geoseg writes outputs
+    atomically: a failed run leaves nothing partial and never destroys an existing output.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> out = PendingOutput(Path(tempfile.mkdtemp()) / "a.txt")
+    >>> _ = out.tmp.write_text("done")
+    >>> out.commit(); out.final.read_text()
+    'done'
+    """
+
+    def __init__(
+        self, final: str | os.PathLike[str], overwrite: bool = False, suffixes: tuple[str, ...] = ()
+    ) -> None:
+        self.final = Path(final)
+        check_writable(self.final, overwrite)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_sibling(self.final)
+        self.suffixes = suffixes
+
+    def commit(self) -> None:
+        """Rename the siblings, then the main file, into place."""
+        for suffix in self.suffixes:
+            source, target = self.tmp.with_suffix(suffix), self.final.with_suffix(suffix)
+            if source.exists():
+                os.replace(source, target)
+            else:
+                remove_quietly(target)
+        os.replace(self.tmp, self.final)
+
+    def abort(self) -> None:
+        """Delete the temporary file and its siblings (nothing after a commit)."""
+        for leftover in self.tmp.parent.glob(f"{_glob_escape(self.tmp.stem)}.*"):
+            remove_quietly(leftover)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path; on success rename it to ``path``, on error delete it.
+def atomic_output(
+    path: str | os.PathLike[str], overwrite: bool = False, suffixes: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """Yield a temporary path; on success rename it (and ``suffixes`` siblings) to ``path``.
 
     Examples
     --------
@@ -64,15 +114,12 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool = False) -> Iter
     >>> target.read_text()
     'done'
     """
-    final = Path(path)
-    check_writable(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final)
+    pending = PendingOutput(path, overwrite, suffixes)
     try:
-        yield tmp
-        os.replace(tmp, final)
+        yield pending.tmp
+        pending.commit()
     finally:
-        remove_quietly(tmp)
+        pending.abort()
 
 
 class Closing:

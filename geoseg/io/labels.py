@@ -32,13 +32,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from rasterio.crs import CRS
-from rasterio.transform import array_bounds
 
-from geoseg.engine.blend import NODATA_CLASS
+from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import Window
 from geoseg.io.files import Closing, require_file
-from geoseg.geo.tiling import Window
-from geoseg.io.raster import RasterGrid, open_dataset, read_class_info, to_rio
+from geoseg.io.raster import open_dataset, read_class_info, to_rio
 
 IGNORE = NODATA_CLASS
 """Label value of pixels that do not count: unlabeled (``ignore`` mode), nodata, outside."""
@@ -140,7 +140,8 @@ def check_field(path: str | os.PathLike[str], class_field: str) -> None:
     if class_field not in fields:
         raise InvalidInputError(
             f"{path}: no field {class_field!r}; available fields: {', '.join(fields) or 'none'}; "
-            "pass the class field with --class-field"
+            "set `class_field` to one of them",
+            option="class_field",
         )
 
 
@@ -231,7 +232,9 @@ def check_known(found: Sequence[FoundClasses], classes: tuple[str, ...]) -> None
         unknown = sorted(set(f.names or ()) - set(classes))
         if unknown:
             raise InvalidInputError(
-                f"{f.source}: classes {unknown} are not in --classes {','.join(classes)}; add them"
+                f"{f.source}: classes {unknown} are not in `classes` ({','.join(classes)}); "
+                "add them",
+                option="classes",
             )
         if f.names is None and f.max_id >= len(classes):
             raise InvalidInputError(
@@ -241,17 +244,6 @@ def check_known(found: Sequence[FoundClasses], classes: tuple[str, ...]) -> None
 
 
 # --- vector labels ---------------------------------------------------------------------------
-
-
-def grid_bounds(
-    grid: RasterGrid, window: Window | None = None
-) -> tuple[float, float, float, float]:
-    """``(west, south, east, north)`` of a window (default: the whole grid) in the grid's CRS."""
-    window = window or Window(0, 0, grid.height, grid.width)
-    west, south, east, north = array_bounds(
-        window.height, window.width, grid.window_transform(window)
-    )
-    return west, south, east, north
 
 
 def same_crs(a: CRS | str | None, b: CRS | str | None) -> bool:
@@ -265,7 +257,7 @@ def layer_bbox(path: str, grid: RasterGrid, layer_crs: Any) -> tuple[float, floa
     """The image's bounds in the layer's CRS (densified edges), for OGR's bbox filter."""
     from rasterio.warp import transform_bounds
 
-    bounds = grid_bounds(grid)
+    bounds = grid.bounds
     if same_crs(layer_crs, grid.crs):
         return bounds
     if layer_crs is None or grid.crs is None:
@@ -347,7 +339,7 @@ class VectorLabels(Closing):
         from shapely import box
 
         shape = (window.height, window.width)
-        hits = np.sort(self.tree.query(box(*grid_bounds(self.grid, window))))
+        hits = np.sort(self.tree.query(box(*self.grid[window].bounds)))
         if not len(hits):
             return np.full(shape, self.fill, np.uint8)
         shapes = zip(self.geometries[hits], self.ids[hits].tolist(), strict=True)
@@ -415,10 +407,14 @@ class RasterLabels(Closing):
         nodata = self._ds.nodata if self._ds.nodata is not None else IGNORE
         out = np.full((window.height, window.width), nodata, dtype=self._ds.dtypes[0])
         reproject(
-            band(self._ds, 1), out, src_nodata=self._ds.nodata, dst_nodata=nodata,
-            dst_transform=self.grid.window_transform(window), dst_crs=self.grid.crs,
+            band(self._ds, 1),
+            out,
+            src_nodata=self._ds.nodata,
+            dst_nodata=nodata,
+            dst_transform=self.grid.window_transform(window),
+            dst_crs=self.grid.crs,
             resampling=Resampling.nearest,
-        )  # fmt: skip
+        )
         return out
 
     def close(self) -> None:

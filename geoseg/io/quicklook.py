@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from geoseg.io.files import atomic_output
+from geoseg.io.raster import band_count, raster_grid, read_colormap, read_resampled
 
 QUICKLOOK_SIZE = 256
 """Longest side of a quicklook in pixels."""
@@ -41,14 +43,8 @@ def quicklook_png(classes_path: str | os.PathLike[str], max_size: int = QUICKLOO
     b'\\x89PNG'
     """
     from PIL import Image
-    from rasterio.enums import Resampling
 
-    from geoseg.io.raster import open_dataset
-
-    with open_dataset(classes_path) as ds:
-        shape = quicklook_shape(ds.height, ds.width, max_size)
-        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-        palette, alpha = _palette(ds)
+    classes, palette, alpha = read_classes(classes_path, max_size)
     image = Image.fromarray(classes.astype(np.uint8), mode="P")
     image.putpalette(palette.ravel().tolist())
     buffer = io.BytesIO()
@@ -56,17 +52,32 @@ def quicklook_png(classes_path: str | os.PathLike[str], max_size: int = QUICKLOO
     return buffer.getvalue()
 
 
-def _palette(ds: object) -> tuple[np.ndarray, np.ndarray]:
-    """RGB ``(256, 3)`` and alpha ``(256,)`` from band 1's colour table (grey ramp without one)."""
+def read_classes(
+    classes_path: str | os.PathLike[str], max_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Classes at quicklook size, and the palette: RGB ``(256, 3)`` and alpha ``(256,)``."""
+    grid = raster_grid(classes_path)
+    shape = quicklook_shape(grid.height, grid.width, max_size)
+    classes = read_resampled(classes_path, [1], shape, "nearest")[0]
+    palette, alpha = palette_of(*read_colormap(classes_path))
+    return classes, palette, alpha
+
+
+def palette_of(
+    table: Mapping[int, Sequence[int]], nodata: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """RGB ``(256, 3)`` and alpha ``(256,)`` from a colour table (grey ramp where it has none).
+
+    Examples
+    --------
+    >>> rgb, alpha = palette_of({1: (0, 0, 255, 255)}, nodata=255)
+    >>> rgb[1].tolist(), int(alpha[255])
+    ([0, 0, 255], 0)
+    """
     rgb = np.repeat(np.arange(256, dtype=np.uint8)[:, None], 3, axis=1)
     alpha = np.full(256, 255, np.uint8)
-    try:
-        table = ds.colormap(1)  # type: ignore[attr-defined]
-    except ValueError:
-        table = {}
     for value, rgba in table.items():
         rgb[value], alpha[value] = rgba[:3], rgba[3]
-    nodata = ds.nodata  # type: ignore[attr-defined]
     if nodata is not None and 0 <= nodata < 256:
         alpha[int(nodata)] = 0
     return rgb, alpha
@@ -101,17 +112,10 @@ def overlay_png(
     Background (class 0) and nodata are left see-through, so the imagery shows between objects.
     """
     from PIL import Image
-    from rasterio.enums import Resampling
 
-    from geoseg.io.raster import open_dataset
-
-    with open_dataset(classes_path) as ds:
-        shape = quicklook_shape(ds.height, ds.width, max_size)
-        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-        palette, alpha = _palette(ds)
-    with open_dataset(image_path) as ds:
-        bands = [1, 2, 3] if ds.count >= 3 else [1, 1, 1]
-        rgb = ds.read(bands, out_shape=(3, *shape), resampling=Resampling.average).astype(float)
+    classes, palette, alpha = read_classes(classes_path, max_size)
+    bands = [1, 2, 3] if band_count(image_path) >= 3 else [1, 1, 1]
+    rgb = read_resampled(image_path, bands, classes.shape, "average").astype(float)
     lo, hi = np.percentile(rgb, (2, 98))
     base = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).transpose(1, 2, 0)
     colour = palette[classes].astype(float)

@@ -21,11 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from geoseg.engine.blend import NODATA_CLASS
+from geoseg.conventions import NODATA_CLASS
 from geoseg.io.files import atomic_output, is_virtual_path
-from geoseg.models.contract import ModelContract
+from geoseg.io.raster import raster_grid
+
+if TYPE_CHECKING:
+    from geoseg.models.contract import ModelContract
 
 STAC_VERSION = "1.0.0"
 EXTENSIONS = {
@@ -54,8 +57,6 @@ SOFTWARE = (
 FULL_HASH_LIMIT = 8 << 20
 """Files up to this size are hashed whole; larger ones by their first and last MiB."""
 EDGE_BYTES = 1 << 20
-FOOTPRINT_POINTS = 16
-"""Points per edge of the footprint polygon before reprojection (edges curve in WGS84)."""
 
 
 def fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -123,27 +124,6 @@ def _hex(color: Sequence[int]) -> str:
     return "".join(f"{int(v):02X}" for v in color[:3])
 
 
-def footprint_wgs84(
-    crs: Any, transform: Any, shape: tuple[int, int]
-) -> tuple[dict[str, Any], list[float]]:
-    """The raster's outline as a GeoJSON polygon in WGS84 and its bbox (edges densified)."""
-    from rasterio.warp import transform_geom
-
-    height, width = shape
-    steps = [i / FOOTPRINT_POINTS for i in range(FOOTPRINT_POINTS)]
-    ring = (
-        [(s * width, 0.0) for s in steps]
-        + [(float(width), s * height) for s in steps]
-        + [((1 - s) * width, float(height)) for s in steps]
-        + [(0.0, (1 - s) * height) for s in steps]
-    )
-    coords = [transform @ xy for xy in ring]
-    polygon = {"type": "Polygon", "coordinates": [[*coords, coords[0]]]}
-    geometry = transform_geom(crs, "EPSG:4326", polygon, precision=7)
-    lons, lats = zip(*geometry["coordinates"][0], strict=True)
-    return geometry, [min(lons), min(lats), max(lons), max(lats)]
-
-
 @dataclass(frozen=True)
 class ModelInfo:
     """The model as the record names it: catalog name, file, hash and contract."""
@@ -156,10 +136,17 @@ class ModelInfo:
     def as_json(self) -> dict[str, Any]:
         c = self.contract
         return {
-            "name": self.name, "href": self.path, "sha256": self.sha256, "arch": c.arch,
-            "encoder": c.encoder, "bands": c.bands, "dtype": c.dtype, "mode": c.mode,
-            "tile_size": c.tile_size, "gsd": c.gsd,
-        }  # fmt: skip
+            "name": self.name,
+            "href": self.path,
+            "sha256": self.sha256,
+            "arch": c.arch,
+            "encoder": c.encoder,
+            "bands": c.bands,
+            "dtype": c.dtype,
+            "mode": c.mode,
+            "tile_size": c.tile_size,
+            "gsd": c.gsd,
+        }
 
 
 def scene_item(
@@ -199,13 +186,11 @@ def scene_item(
     ``datetime`` is the processing time: geoseg does not know when the input was acquired.
     Asset hrefs are relative to the item, so the folder can be moved or synced as a whole.
     """
-    import rasterio
-
-    with rasterio.open(classes_path) as ds:
-        crs, transform, shape = ds.crs, ds.transform, (ds.height, ds.width)
+    grid = raster_grid(classes_path)
+    crs, transform, shape = grid.crs, grid.transform, grid.shape
     created = created or dt.datetime.now(dt.UTC)
     stamp = created.isoformat().replace("+00:00", "Z")
-    geometry, bbox = footprint_wgs84(crs, transform, shape) if crs else (None, None)
+    geometry, bbox = grid.footprint_wgs84() if crs else (None, None)
     properties: dict[str, Any] = {
         "datetime": stamp,
         "created": stamp,

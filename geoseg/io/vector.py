@@ -9,7 +9,6 @@ when complete.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -21,18 +20,9 @@ import pyproj
 from pyogrio.raw import write_arrow
 
 from geoseg.errors import InvalidInputError, choice_error
-from geoseg.io.files import check_writable, remove_quietly, temporary_sibling
+from geoseg.io.files import atomic_output
 from geoseg.io.qgis import categorized_qml, categorized_sld, write_gpkg_style
-
-VECTOR_FORMATS: dict[str, str] = {
-    "gpkg": ".gpkg",
-    "geojson": ".geojson",
-    "fgb": ".fgb",
-    "parquet": ".parquet",
-    "shp": ".shp",
-}
-"""Output format name -> file suffix. GeoJSON is written in WGS84 (RFC 7946); the others keep
-the raster's CRS."""
+from geoseg.options import VECTOR_FORMATS
 
 OGR_DRIVERS = {"gpkg": "GPKG", "geojson": "GeoJSON", "fgb": "FlatGeobuf", "shp": "ESRI Shapefile"}
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
@@ -125,12 +115,16 @@ def write_ogr(
     reader = pa.RecordBatchReader.from_batches(SCHEMA, iter(stream))
     try:
         write_arrow(
-            reader, path, layer=layer, driver=OGR_DRIVERS[vector_format],
-            geometry_name="geometry", geometry_type="Polygon",
+            reader,
+            path,
+            layer=layer,
+            driver=OGR_DRIVERS[vector_format],
+            geometry_name="geometry",
+            geometry_type="Polygon",
             crs=None if crs is None else crs.to_wkt(),
             encoding="UTF-8" if vector_format == "shp" else None,
             layer_options={"RFC7946": "YES"} if vector_format == "geojson" else None,
-        )  # fmt: skip
+        )
     except Exception:
         if stream.error is not None:
             raise stream.error from None
@@ -150,34 +144,6 @@ def write_parquet(batches: Iterable[pa.RecordBatch], path: Path, crs: pyproj.CRS
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in batches:
             writer.write_batch(batch)
-
-
-@contextlib.contextmanager
-def atomic_dataset(final: Path, suffixes: Sequence[str], overwrite: bool) -> Iterator[Path]:
-    """Like :func:`geoseg.io.files.atomic_output`, for a dataset of several files.
-
-    Yields a temporary main path; on success renames its siblings with ``suffixes`` (a
-    Shapefile's parts, a ``.qml`` side-car), then the main file, into place, removing stale parts
-    of a dataset it replaces; on any error deletes every temporary file.
-    """
-    check_writable(final, overwrite)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_sibling(final)
-    try:
-        yield tmp
-        for suffix in (*suffixes, final.suffix):
-            source, target = tmp.with_suffix(suffix), final.with_suffix(suffix)
-            if source.exists():
-                os.replace(source, target)
-            else:
-                remove_quietly(target)
-    finally:
-        for leftover in tmp.parent.glob(f"{_glob_escape(tmp.stem)}.*"):
-            remove_quietly(leftover)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in text)
 
 
 def write_vector(
@@ -208,7 +174,7 @@ def write_vector(
     qml = categorized_qml(*style)
     extra: tuple[str, ...] = () if vector_format == "gpkg" else (".qml",)
     extra += SHAPEFILE_PARTS if vector_format == "shp" else ()
-    with atomic_dataset(out, extra, overwrite) as tmp:
+    with atomic_output(out, overwrite, extra) as tmp:
         if vector_format == "parquet":
             write_parquet(batches, tmp, crs)
         else:

@@ -23,10 +23,23 @@ GSD_TOLERANCE = 1.5
 """Warn when the input's pixel size differs from the model's by more than this factor."""
 
 DEFAULT_COLORS = [
-    (0, 0, 0), (230, 25, 75), (60, 180, 75), (0, 130, 200), (255, 225, 25), (245, 130, 48),
-    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
-    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
-]  # fmt: skip
+    (0, 0, 0),
+    (230, 25, 75),
+    (60, 180, 75),
+    (0, 130, 200),
+    (255, 225, 25),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (220, 190, 255),
+    (170, 110, 40),
+    (255, 250, 200),
+    (128, 0, 0),
+]
 DTYPE_RANGES = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0), "int16": (-32768.0, 32767.0)}
 
 
@@ -80,7 +93,7 @@ class ModelContract:
     classes
         Class names; index 0 is background.
     colors
-        One RGB triple per class.
+        One RGB triple per class (default: :func:`default_colors`).
     mode
         ``multiclass`` (softmax over ``len(classes)`` outputs) or ``binary`` (one sigmoid output,
         classes ``[background, foreground]``).
@@ -99,7 +112,7 @@ class ModelContract:
     bands: int
     dtype: str
     classes: tuple[str, ...]
-    colors: tuple[tuple[int, int, int], ...]
+    colors: tuple[tuple[int, int, int], ...] = ()
     mode: Mode = "multiclass"
     normalization: Normalization | None = None
     gsd: float | None = None
@@ -108,6 +121,9 @@ class ModelContract:
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "classes", tuple(self.classes))
+        colors = tuple(tuple(int(v) for v in c[:3]) for c in self.colors)
+        object.__setattr__(self, "colors", colors or default_colors(len(self.classes)))
         if len(self.colors) != len(self.classes):
             raise ModelFileError(
                 f"{len(self.classes)} classes but {len(self.colors)} colours; give one per class"
@@ -193,8 +209,9 @@ def check_input(
     """Raise :class:`ContractMismatchError` if an input cannot be used; warn on a GSD far off."""
     if bands != contract.bands:
         raise ContractMismatchError(
-            f"{source}: has {bands} band(s) but the model expects {contract.bands}; "
-            f"select {contract.bands} with --bands (e.g. --bands {','.join(map(str, range(1, contract.bands + 1)))})"
+            f"{source}: has {bands} band(s) but the model expects {contract.bands}; set `bands` "
+            f"to {contract.bands} band numbers (e.g. {','.join(map(str, range(1, contract.bands + 1)))})",
+            option="bands",
         )
     if not compatible_dtypes(contract.dtype, dtype):
         raise ContractMismatchError(

@@ -1,70 +1,67 @@
-"""Create a model file from an SMP architecture: random weights, or a state dict trained elsewhere."""
+"""Create a model file from an architecture: random weights, or a state dict trained elsewhere."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from geoseg.errors import InvalidInputError, ModelFileError
-from geoseg.models.contract import Mode, ModelContract, Normalization, default_colors
+from geoseg.models.contract import ModelContract
 from geoseg.models.modelfile import read_state_dict, save_model_file
 from geoseg.models.registry import build_network, check_arch, check_encoder
 
 
 def create_model(
     out: str | os.PathLike[str],
-    arch: str,
-    encoder: str,
-    bands: int,
-    classes: Sequence[str],
+    contract: ModelContract,
     *,
-    dtype: str = "uint8",
-    colors: Sequence[tuple[int, int, int]] | None = None,
-    mode: Mode = "multiclass",
     weights: str | os.PathLike[str] | None = None,
     encoder_weights: str | os.PathLike[str] | None = None,
-    normalization: Normalization | None = None,
-    gsd: float | None = None,
-    tile_size: int = 512,
     overwrite: bool = False,
 ) -> Path:
-    """Write a geoseg model file.
+    """Write a geoseg model file for ``contract``.
 
     Parameters
     ----------
     out
         Path of the model file (``.safetensors``).
-    arch, encoder
-        SMP architecture (``unet``, ``deeplabv3plus``, ...) and encoder (``resnet34``, ...).
-    bands
-        Number of input bands.
-    classes
-        Class names, background first.
+    contract
+        Architecture, encoder, bands, dtype, classes (background first), colours, mode,
+        normalisation, GSD and default tile of the model.
     weights
         A full SMP state dict trained elsewhere (``.safetensors`` or ``.pt``, loaded with
         ``weights_only=True``); without it the network is randomly initialised.
     encoder_weights
         A local pretrained encoder state dict (ignored when ``weights`` is given).
+    overwrite
+        Replace an existing file.
 
     Examples
     --------
-    >>> create_model("m.safetensors", "unet", "resnet18", 3, ["background", "building"])  # doctest: +SKIP
+    >>> contract = ModelContract(arch="unet", encoder="resnet18", bands=3, dtype="uint8",
+    ...                          classes=("background", "building"))
+    >>> create_model("m.safetensors", contract)  # doctest: +SKIP
     PosixPath('m.safetensors')
     """
-    if bands < 1:
-        raise InvalidInputError(f"--bands must be >= 1, got {bands}")
-    if len(classes) < 2:
-        raise InvalidInputError(f"give at least 2 classes (background first), got {list(classes)}")
-    contract = ModelContract(
-        arch=check_arch(arch), encoder=check_encoder(encoder), bands=bands, dtype=dtype,
-        classes=tuple(classes), colors=tuple(colors or default_colors(len(classes))), mode=mode,
-        normalization=normalization, gsd=gsd, tile_size=tile_size,
-    )  # fmt: skip
+    if contract.bands < 1:
+        raise InvalidInputError(
+            f"bands {contract.bands} is invalid; set `bands` to 1 or more", option="bands"
+        )
+    if len(contract.classes) < 2:
+        raise InvalidInputError(
+            f"give at least 2 classes (background first) in `classes`, got {list(contract.classes)}",
+            option="classes",
+        )
+    contract = replace(contract, arch=check_arch(contract.arch))
+    check_encoder(contract.encoder)
     net = build_network(
-        contract.arch, contract.encoder, bands, contract.num_outputs,
+        contract.arch,
+        contract.encoder,
+        contract.bands,
+        contract.num_outputs,
         None if weights else encoder_weights,
-    )  # fmt: skip
+    )
     if weights is not None:
         load_full_weights(net, weights)
     return save_model_file(out, net.state_dict(), contract, overwrite=overwrite)
@@ -79,5 +76,6 @@ def load_full_weights(net: object, path: str | os.PathLike[str]) -> None:
         first = str(exc).splitlines()[0]
         raise ModelFileError(
             f"{path}: the weights do not fit this architecture/encoder/bands/classes ({first}); "
-            "check --arch, --encoder, --bands and --classes"
+            "check `arch`, `encoder`, `bands` and `classes`",
+            options=("arch", "encoder", "bands", "classes"),
         ) from exc

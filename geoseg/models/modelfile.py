@@ -61,8 +61,8 @@ def _metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         ) from exc
     if meta.get(FORMAT_KEY) != FORMAT or CONTRACT_KEY not in meta:
         raise ModelFileError(
-            f"{path}: a safetensors file without a geoseg contract; wrap the weights with "
-            "'geoseg model-create --weights'"
+            f"{path}: a safetensors file without a geoseg contract; wrap the weights in a model "
+            "file with geoseg model-create"
         )
     return meta
 

@@ -14,6 +14,8 @@ import numpy as np
 
 from geoseg.errors import InvalidInputError, choice_error
 from geoseg.models.contract import Mode, ModelContract
+from geoseg.models.modelfile import file_sha256, load_model_file
+from geoseg.models.registry import build_network
 
 
 class Predictor(Protocol):
@@ -32,10 +34,11 @@ def resolve_device(device: str) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"
     kind = device.split(":")[0]
     if kind not in ("cpu", "cuda", "mps"):
-        raise choice_error("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"])
+        raise choice_error("device", device, ["auto", "cpu", "cuda", "cuda:N", "mps"], "device")
     if kind == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(
-            f"device {device!r} requested but CUDA is not available; use --device cpu"
+            f"device {device!r} requested but CUDA is not available; set `device` to cpu",
+            option="device",
         )
     return device
 
@@ -120,7 +123,6 @@ class D4Predictor:
 
 def network_from_state(contract: ModelContract, state_dict: dict[str, Any]) -> Any:
     """Build the contract's network and load the weights into it."""
-    from geoseg.models.registry import build_network
 
     net = build_network(contract.arch, contract.encoder, contract.bands, contract.num_outputs)
     net.load_state_dict(state_dict)
@@ -129,7 +131,6 @@ def network_from_state(contract: ModelContract, state_dict: dict[str, Any]) -> A
 
 @functools.lru_cache(maxsize=4)
 def _cached_predictor(path: str, sha256: str, device: str, tta: bool) -> Predictor:
-    from geoseg.models.modelfile import load_model_file
 
     model = load_model_file(path)
     predictor: Predictor = TorchPredictor(
@@ -145,7 +146,6 @@ def load_predictor(
 
     Dask workers call this for every block; only the first call loads the weights.
     """
-    from geoseg.models.modelfile import file_sha256
 
     digest = sha256 or file_sha256(path)
     return _cached_predictor(os.fspath(path), digest, resolve_device(device), tta)

@@ -14,6 +14,7 @@ from typing import Any
 
 from geoseg.errors import ModelFileError, choice_error
 from geoseg.models._smp import smp
+from geoseg.models.modelfile import read_state_dict
 
 
 @functools.cache
@@ -32,7 +33,7 @@ def check_arch(arch: str) -> str:
     """Normalise an architecture name or raise listing the valid ones."""
     key = arch.lower()
     if key not in architectures():
-        raise choice_error("architecture", arch, list(architectures()))
+        raise choice_error("architecture", arch, list(architectures()), option="arch")
     return key
 
 
@@ -55,7 +56,7 @@ def check_encoder(encoder: str) -> str:
     if encoder in encoders() or is_timm_encoder(encoder):
         return encoder
     close = difflib.get_close_matches(encoder, encoders(), n=8, cutoff=0.5)
-    raise choice_error("encoder", encoder, close or list(encoders()))
+    raise choice_error("encoder", encoder, close or list(encoders()), option="encoder")
 
 
 def build_network(
@@ -102,7 +103,6 @@ def build_network(
 
 def load_encoder_weights(net: Any, path: str | os.PathLike[str]) -> None:
     """Load a local encoder state dict; raise naming the keys that do not fit."""
-    from geoseg.models.modelfile import read_state_dict
 
     state = read_state_dict(path)
     state = {k.removeprefix("encoder."): v for k, v in state.items()}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +33,12 @@ from rasterio.crs import CRS
 from rasterio.features import rasterize
 from shapely import LineString
 
-from geoseg.engine.blend import NODATA_CLASS
+from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import Window, cover
 from geoseg.io.files import atomic_output, check_writable
-from geoseg.geo.tiling import Window
-from geoseg.io.raster import RasterBlockWriter, RasterGrid, write_raster
+from geoseg.io.raster import RasterBlockWriter, write_raster
 
 SYNTH_CLASSES: tuple[str, ...] = ("background", "building", "road", "water", "tree")
 SYNTH_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -63,9 +63,14 @@ GRASS, SOIL = (0.34, 0.42, 0.22, 0.55), (0.56, 0.49, 0.37, 0.38)
 ASPHALT, MARKING = (0.42, 0.42, 0.43, 0.24), (0.80, 0.80, 0.76, 0.60)
 POND, CANOPY = (0.10, 0.21, 0.24, 0.04), (0.13, 0.28, 0.11, 0.52)
 ROOFS = np.array(
-    [[0.62, 0.29, 0.21, 0.42], [0.50, 0.33, 0.26, 0.40], [0.26, 0.27, 0.33, 0.25],
-     [0.72, 0.71, 0.68, 0.55]], np.float32,
-)  # fmt: skip
+    [
+        [0.62, 0.29, 0.21, 0.42],
+        [0.50, 0.33, 0.26, 0.40],
+        [0.26, 0.27, 0.33, 0.25],
+        [0.72, 0.71, 0.68, 0.55],
+    ],
+    np.float32,
+)
 # Per class: amplitude of fine grain, mottling and ripples; whether shadows darken it.
 FINE = np.array([0.22, 0.06, 0.16, 0.03, 0.45], np.float32)
 MOTTLE = np.array([0.30, 0.06, 0.10, 0.06, 0.12], np.float32)
@@ -570,11 +575,6 @@ class _Renderer:
         return out
 
 
-def _strips(height: int, width: int, rows: int) -> Iterator[Window]:
-    for row in range(0, height, rows):
-        yield Window(row, 0, min(rows, height - row), width)
-
-
 def _labels(layout: _Layout) -> gpd.GeoDataFrame:
     """Non-overlapping label polygons clipped to the footprint: exactly what the classes show."""
     above, ids, parts = shapely.Polygon(), [], []
@@ -644,7 +644,7 @@ def make_scene(
     image = np.empty((bands, height, width), dtype)
     classes = np.empty((height, width), np.uint8)
     valid = np.empty((height, width), bool)
-    for win in _strips(height, width, STRIP_ROWS):
+    for win in cover(Window(0, 0, height, width), (STRIP_ROWS, width)):
         rows = slice(win.row, win.row_stop)
         image[:, rows], classes[rows], valid[rows] = renderer.render(win)
     return SynthScene(image, classes, valid, _labels(layout), layout.transform, layout.crs)
@@ -697,7 +697,7 @@ def write_large_scene(
                 classes_path, class_grid, NODATA_CLASS, SYNTH_COLORS, _class_tags(), overwrite
             )
             classes_out = stack.enter_context(writer)
-        for win in _strips(height, width, strip_rows):
+        for win in cover(Window(0, 0, height, width), (strip_rows, width)):
             image, classes, _ = renderer.render(win)
             image_out.write(win, image)
             if classes_out is not None:
@@ -709,9 +709,14 @@ def _write_scene(scene: SynthScene, files: SceneFiles, overwrite: bool) -> None:
         write_raster(files.image, scene.image, scene.crs, scene.transform, nodata=0)
     if overwrite or not files.classes.exists():
         write_raster(
-            files.classes, scene.classes, scene.crs, scene.transform, NODATA_CLASS,
-            colors=SYNTH_COLORS, tags=_class_tags(),
-        )  # fmt: skip
+            files.classes,
+            scene.classes,
+            scene.crs,
+            scene.transform,
+            NODATA_CLASS,
+            colors=SYNTH_COLORS,
+            tags=_class_tags(),
+        )
     if overwrite or not files.labels.exists():
         with atomic_output(files.labels, overwrite=True) as tmp:
             scene.labels.to_file(tmp, layer="labels", driver="GPKG")

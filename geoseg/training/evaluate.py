@@ -15,7 +15,6 @@ matrix (rows: truth, columns: prediction).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Sequence
@@ -27,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from geoseg.errors import InvalidInputError
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import cover
 from geoseg.io.files import atomic_output, require_file
 from geoseg.io.labels import (
     IGNORE,
@@ -36,75 +37,14 @@ from geoseg.io.labels import (
     is_raster_path,
     resolve_classes,
 )
-from geoseg.io.raster import RasterGrid, grid_of, open_dataset
-from geoseg.training.sampling import survey_windows
-
-# --- metrics (shared with training) -----------------------------------------------------------
-
-
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """``(K, K)`` pixel counts (rows truth, columns prediction), skipping 255 and ids >= K.
-
-    Examples
-    --------
-    >>> confusion_matrix(np.array([0, 1, 1, 255]), np.array([0, 1, 0, 1]), 2)
-    array([[1, 0],
-           [1, 1]])
-    """
-    truth, pred = truth.ravel().astype(np.int64), pred.ravel().astype(np.int64)
-    keep = (truth < num_classes) & (pred < num_classes)
-    flat = truth[keep] * num_classes + pred[keep]
-    return np.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
-
-
-def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` with NaN where ``den`` is 0."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
-
-
-@dataclass(frozen=True)
-class Scores:
-    """Per-class and overall scores from a confusion matrix."""
-
-    iou: np.ndarray
-    f1: np.ndarray
-    precision: np.ndarray
-    recall: np.ndarray
-    support: np.ndarray
-    accuracy: float
-    miou: float
-
-    @classmethod
-    def from_confusion(cls, confusion: np.ndarray) -> Scores:
-        """Scores of a ``(K, K)`` confusion matrix (rows truth, columns prediction)."""
-        c = confusion.astype(np.float64)
-        tp = np.diag(c)
-        fp, fn = c.sum(axis=0) - tp, c.sum(axis=1) - tp
-        iou = ratio(tp, tp + fp + fn)
-        total = c.sum()
-        return cls(
-            iou=iou, f1=ratio(2 * tp, 2 * tp + fp + fn), precision=ratio(tp, tp + fp),
-            recall=ratio(tp, tp + fn), support=confusion.sum(axis=1),
-            accuracy=float(tp.sum() / total) if total else math.nan,
-            miou=float(np.nanmean(iou)) if np.isfinite(iou).any() else math.nan,
-        )  # fmt: skip
-
-
-def per_class(values: np.ndarray, names: Sequence[str]) -> dict[str, float]:
-    """``{name: value}`` for JSON and tables."""
-    return {name: float(v) for name, v in zip(names, values, strict=True)}
-
+from geoseg.io.raster import raster_grid
+from geoseg.options import LabelOptions
+from geoseg.training.metrics import Scores, confusion_matrix, fmt, json_number
 
 # --- the report -------------------------------------------------------------------------------
 
 
-def json_number(value: float) -> float | None:
-    """NaN becomes None (``null``) so the JSON is standard."""
-    return None if math.isnan(value) else round(value, 6)
-
-
-@dataclass
+@dataclass(kw_only=True)
 class EvaluationReport:
     """The result of :func:`evaluate`.
 
@@ -148,19 +88,25 @@ class EvaluationReport:
         s = self.scores
         rows = {
             name: {
-                "iou": json_number(s.iou[i]), "f1": json_number(s.f1[i]),
-                "precision": json_number(s.precision[i]), "recall": json_number(s.recall[i]),
+                "iou": json_number(s.iou[i]),
+                "f1": json_number(s.f1[i]),
+                "precision": json_number(s.precision[i]),
+                "recall": json_number(s.recall[i]),
                 "support": int(s.support[i]),
             }
             for i, name in enumerate(self.classes)
-        }  # fmt: skip
+        }
         return {
-            "prediction": self.prediction, "truth": self.truth, "classes": self.classes,
-            "per_class": rows, "miou": json_number(s.miou),
-            "overall_accuracy": json_number(s.accuracy), "pixels": self.pixels,
+            "prediction": self.prediction,
+            "truth": self.truth,
+            "classes": self.classes,
+            "per_class": rows,
+            "miou": json_number(s.miou),
+            "overall_accuracy": json_number(s.accuracy),
+            "pixels": self.pixels,
             "confusion_matrix": self.confusion.tolist(),
             "confusion_axes": "rows truth, columns prediction",
-        }  # fmt: skip
+        }
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
         """Write :meth:`to_dict` as JSON (atomically, replacing an existing file)."""
@@ -172,18 +118,19 @@ class EvaluationReport:
         """Rows ``(class, IoU, F1, precision, recall, pixels)``, then the mean and accuracy."""
         s = self.scores
         rows = [
-            (name, fmt(s.iou[i]), fmt(s.f1[i]), fmt(s.precision[i]), fmt(s.recall[i]),
-             f"{int(s.support[i]):,}")
+            (
+                name,
+                fmt(s.iou[i]),
+                fmt(s.f1[i]),
+                fmt(s.precision[i]),
+                fmt(s.recall[i]),
+                f"{int(s.support[i]):,}",
+            )
             for i, name in enumerate(self.classes)
-        ]  # fmt: skip
+        ]
         rows.append(("mean IoU", fmt(s.miou), "", "", "", f"{self.pixels:,}"))
         rows.append(("overall accuracy", fmt(s.accuracy), "", "", "", ""))
         return rows
-
-
-def fmt(value: float) -> str:
-    """Three decimals, or ``-`` for NaN."""
-    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 # --- evaluation -------------------------------------------------------------------------------
@@ -200,8 +147,7 @@ def reference_grid(prediction: str, truth: str) -> RasterGrid:
             f"{prediction} and {truth} are both vector layers; give one as a class raster "
             "(e.g. the prediction's _classes.tif, or gdal_rasterize the truth)"
         )
-    with open_dataset(path) as ds:
-        return grid_of(ds, [1])
+    return raster_grid(path)
 
 
 def evaluation_classes(
@@ -230,10 +176,8 @@ def evaluation_classes(
 def evaluate(
     prediction: str | os.PathLike[str],
     truth: str | os.PathLike[str],
+    labels: LabelOptions | None = None,
     *,
-    class_field: str = "class_name",
-    classes: Sequence[str] | None = None,
-    unlabeled: str = "background",
     out_json: str | os.PathLike[str] | None = None,
     block_size: int = 1024,
 ) -> EvaluationReport:
@@ -245,12 +189,8 @@ def evaluate(
         A class raster (e.g. ``<stem>_classes.tif`` from ``geoseg predict``) or a vector layer.
     truth
         A class raster on any grid, or a vector layer in any CRS with a class field.
-    class_field
-        Field of class names or ids in vector inputs.
-    classes
-        Class names by id, when the inputs carry ids only (or to fix the order).
-    unlabeled
-        For vector inputs: pixels no feature covers are ``background`` or ``ignore`` (not counted).
+    labels
+        How vector inputs are read (class field, class names by id, unlabeled pixels).
     out_json
         Also write the report here as JSON.
     block_size
@@ -263,16 +203,21 @@ def evaluate(
     0.912
     """
     started = time.perf_counter()
+    labels = labels or LabelOptions()
     pred_path, truth_path = os.fspath(prediction), os.fspath(truth)
     require_file(pred_path, "prediction")
     require_file(truth_path, "truth")
-    check_unlabeled(unlabeled)
     grid = reference_grid(pred_path, truth_path)
-    specs = [LabelSpec(p, class_field, unlabeled) for p in (pred_path, truth_path)]  # type: ignore[arg-type]
-    names = evaluation_classes([spec.inspect() for spec in specs], classes)
+    mode = check_unlabeled(labels.unlabeled)
+    specs = [LabelSpec(p, labels.class_field, mode) for p in (pred_path, truth_path)]
+    names = evaluation_classes([spec.inspect() for spec in specs], labels.classes)
     confusion = accumulate(specs[0], specs[1], grid, names, block_size)
     report = EvaluationReport(
-        pred_path, truth_path, list(names), confusion, time.perf_counter() - started
+        prediction=pred_path,
+        truth=truth_path,
+        classes=list(names),
+        confusion=confusion,
+        seconds=time.perf_counter() - started,
     )
     if out_json is not None:
         report.write_json(out_json)
@@ -285,7 +230,7 @@ def accumulate(
     """The confusion matrix, summed window by window over ``grid``."""
     confusion = np.zeros((len(names), len(names)), np.int64)
     with closing(pred.open(grid, names)) as p, closing(truth.open(grid, names)) as t:
-        for window in survey_windows(grid.height, grid.width, block_size):
+        for window in cover(grid.window, block_size):
             confusion += window_confusion(p.chip(window), t.chip(window), len(names))
     return confusion
 

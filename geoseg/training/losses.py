@@ -13,24 +13,19 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.errors import choice_error
-from geoseg.io.labels import IGNORE
+from geoseg.conventions import NODATA_CLASS as IGNORE
+from geoseg.models._smp import smp
+from geoseg.options import parse_loss
 
-LOSSES = ("ce", "dice", "focal", "jaccard", "lovasz", "tversky")
-"""Loss names; combine with ``+`` (e.g. ``ce+dice``)."""
 WARMUP = 0.05
 """Share of the steps with a linear learning-rate warm-up (then cosine decay to 1 %)."""
-SMP_LOSSES = {"dice": "DiceLoss", "focal": "FocalLoss", "jaccard": "JaccardLoss",
-              "lovasz": "LovaszLoss", "tversky": "TverskyLoss"}  # fmt: skip
-
-
-def parse_loss(name: str) -> list[str]:
-    """Split ``ce+dice`` into its parts, raising on an unknown one."""
-    parts = [p.strip().lower() for p in name.split("+")]
-    for part in parts:
-        if part not in LOSSES:
-            raise choice_error("loss", part, [*LOSSES, "ce+dice"])
-    return parts
+SMP_LOSSES = {
+    "dice": "DiceLoss",
+    "focal": "FocalLoss",
+    "jaccard": "JaccardLoss",
+    "lovasz": "LovaszLoss",
+    "tversky": "TverskyLoss",
+}
 
 
 def class_weights(frequencies: np.ndarray) -> np.ndarray:
@@ -72,7 +67,6 @@ def loss_term(part: str, mode: str, weights: np.ndarray, device: str) -> Callabl
     if part == "ce":
         w = torch.as_tensor(weights, dtype=torch.float32, device=device)
         return torch.nn.CrossEntropyLoss(weight=w, ignore_index=IGNORE)
-    from geoseg.models._smp import smp
 
     loss: Callable[[Any, Any], Any] = getattr(smp().losses, SMP_LOSSES[part])(
         mode, ignore_index=IGNORE

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from geoseg.conventions import TILE_MULTIPLE
 from geoseg.errors import InvalidInputError
-from geoseg.geo.tiling import TILE_MULTIPLE, Window
+from geoseg.geo.window import Window, cover
 from geoseg.io.labels import IGNORE, LabelSource, LabelSpec
-from geoseg.models.contract import Normalization
 from geoseg.io.raster import SceneReader
+from geoseg.models.contract import Normalization
 
 CELL = 32
 """Side in pixels of a cell of the coarse class-count grid."""
@@ -65,7 +66,10 @@ def split_areas(shapes: Sequence[tuple[int, int]], val_fraction: float, tile: in
     (Window(row=0, col=0, height=800, width=800), Window(row=800, col=0, height=200, width=800))
     """
     if not 0 <= val_fraction < 1:
-        raise InvalidInputError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise InvalidInputError(
+            f"val fraction {val_fraction} is invalid; set `val_fraction` in [0, 1)",
+            option="val_fraction",
+        )
     whole = [ImageArea(i, Window(0, 0, h, w)) for i, (h, w) in enumerate(shapes)]
     held = round(val_fraction * len(shapes))
     if val_fraction == 0:
@@ -97,8 +101,9 @@ def check_fits(areas: Sequence[ImageArea], tile: int) -> None:
         if area.window.height < tile or area.window.width < tile:
             raise InvalidInputError(
                 f"image {area.image + 1}: its training area ({area.window.height} x "
-                f"{area.window.width} px) is smaller than the tile ({tile}); use a smaller --tile "
-                "or --val-fraction"
+                f"{area.window.width} px) is smaller than the tile ({tile}); use a smaller `tile` "
+                "or `val_fraction`",
+                options=("tile", "val_fraction"),
             )
 
 
@@ -111,15 +116,6 @@ class Survey:
 
     counts: np.ndarray
     samples: np.ndarray
-
-
-def survey_windows(height: int, width: int, block: int = SURVEY_BLOCK) -> list[Window]:
-    """Non-overlapping windows covering an image (edges smaller)."""
-    return [
-        Window(r, c, min(block, height - r), min(block, width - c))
-        for r in range(0, height, block)
-        for c in range(0, width, block)
-    ]
 
 
 def cell_counts(target: np.ndarray, num_classes: int, cell: int = CELL) -> np.ndarray:
@@ -162,7 +158,7 @@ def survey_image(
     )
     samples = []
     share = max_samples / (grid.height * grid.width)
-    for window in survey_windows(grid.height, grid.width):
+    for window in cover(grid.window, SURVEY_BLOCK):
         pixels, target, valid = load_chip(reader, labels, window)
         r, c = window.row // CELL, window.col // CELL
         block = cell_counts(target, num_classes)
@@ -198,9 +194,11 @@ def normalization_from_samples(samples: np.ndarray) -> Normalization:
     scaled = np.clip((samples - low[:, None]) / (high - low)[:, None], 0.0, 1.0)
     std = np.maximum(scaled.std(axis=1), 1e-3)
     return Normalization(
-        tuple(map(float, low)), tuple(map(float, high)),
-        tuple(map(float, scaled.mean(axis=1))), tuple(map(float, std)),
-    )  # fmt: skip
+        tuple(map(float, low)),
+        tuple(map(float, high)),
+        tuple(map(float, scaled.mean(axis=1))),
+        tuple(map(float, std)),
+    )
 
 
 # --- chip sampling ----------------------------------------------------------------------------
@@ -265,8 +263,11 @@ class ChipSampler:
 
     def _cells_of(self, area: int, shape: tuple[int, ...]) -> np.ndarray:
         rows, cols = area_cells(self.areas[area].window)
-        r, c = np.meshgrid(np.arange(rows.start, rows.start + shape[0]),
-                           np.arange(cols.start, cols.start + shape[1]), indexing="ij")  # fmt: skip
+        r, c = np.meshgrid(
+            np.arange(rows.start, rows.start + shape[0]),
+            np.arange(cols.start, cols.start + shape[1]),
+            indexing="ij",
+        )
         return np.stack([np.full(r.size, area), r.ravel(), c.ravel()], axis=1)
 
     def sample(self, n: int, rng: np.random.Generator) -> list[ImageArea]:
@@ -317,15 +318,6 @@ def augment(
     return (scaled - 0.5) * contrast + 0.5 + brightness, np.ascontiguousarray(target)
 
 
-def tiles_of(area: Window, tile: int) -> list[Window]:
-    """Non-overlapping windows of at most ``tile`` pixels covering ``area`` (for validation)."""
-    return [
-        Window(r, c, min(tile, area.row_stop - r), min(tile, area.col_stop - c))
-        for r in range(area.row, area.row_stop, tile)
-        for c in range(area.col, area.col_stop, tile)
-    ]
-
-
 def pad_to_multiple(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Reflect-pad pixels (labels: 255) at the bottom/right to a multiple of 32 (SMP's stride)."""
     h, w = target.shape
@@ -343,9 +335,14 @@ class TrainingSet:
     """Open images and labels, their split and survey, and the chip sampler (close when done)."""
 
     def __init__(
-        self, images: Sequence[str], specs: Sequence[LabelSpec], classes: Sequence[str],
-        tile: int, val_fraction: float, seed: int,
-    ) -> None:  # fmt: skip
+        self,
+        images: Sequence[str],
+        specs: Sequence[LabelSpec],
+        classes: Sequence[str],
+        tile: int,
+        val_fraction: float,
+        seed: int,
+    ) -> None:
         self.stack = ExitStack()
         try:
             self.readers = [self.stack.enter_context(SceneReader(p)) for p in images]

@@ -27,17 +27,17 @@ from typing import Any, TypeVar
 import numpy as np
 
 from geoseg.errors import InvalidInputError
-from geoseg.training.evaluate import Scores, confusion_matrix, fmt, per_class
+from geoseg.geo.window import cover
 from geoseg.io.files import atomic_output, check_writable, require_file
-from geoseg.geo.tiling import check_tiling
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
-from geoseg.training.losses import build_loss, class_weights, learning_rate, parse_loss
 from geoseg.models.contract import ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
 from geoseg.models.predictor import resolve_device
 from geoseg.models.registry import build_network, check_arch, check_encoder
-from geoseg.io.raster import ground_sample_distance
-from geoseg.training.sampling import Split, TrainingSet, tiles_of
+from geoseg.options import LabelOptions, TrainOptions
+from geoseg.training.losses import build_loss, class_weights, learning_rate
+from geoseg.training.metrics import Scores, confusion_matrix, fmt, per_class
+from geoseg.training.sampling import Split, TrainingSet
 
 CHECKPOINT_KEY = "geoseg_checkpoint"
 T = TypeVar("T")
@@ -73,7 +73,7 @@ class EpochRecord:
     f1: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
     """What :func:`train_model` produced."""
 
@@ -156,9 +156,7 @@ def validate(trainer: Trainer, data: TrainingSet, norm: Normalization, batch_siz
     """Scores over every validation area, in non-overlapping tiles."""
     confusion = np.zeros((data.num_classes,) * 2, np.int64)
     for area in data.split.val:
-        chips = [
-            data.validation_chip(area.image, w, norm) for w in tiles_of(area.window, data.tile)
-        ]
+        chips = [data.validation_chip(area.image, w, norm) for w in cover(area.window, data.tile)]
         for group in same_shape_groups(chips, batch_size):
             pred = trainer.predict(np.stack([x for x, _ in group]))
             confusion += confusion_matrix(np.stack([y for _, y in group]), pred, data.num_classes)
@@ -245,7 +243,8 @@ def check_resumable(path: Path, contract: ModelContract) -> ModelContract:
     if diff:
         raise InvalidInputError(
             f"{path}: the checkpoint differs from this run in {', '.join(diff)}; run with the same "
-            "options, or without --resume (or delete the checkpoint) to start over"
+            "options, or without `resume` (or delete the checkpoint) to start over",
+            option="resume",
         )
     return saved
 
@@ -258,13 +257,19 @@ def make_contract(
 ) -> ModelContract:
     """The contract of the model being trained (normalisation measured on the training images)."""
     grid = data.readers[0].grid
-    gsds = [g for g in (ground_sample_distance(r.grid) for r in data.readers) if g]
+    gsds = [g for g in (r.grid.gsd for r in data.readers) if g]
     return ModelContract(
-        arch=arch, encoder=encoder, bands=grid.count, dtype=grid.dtype, classes=tuple(classes),
-        colors=default_colors(len(classes)), mode="binary" if len(classes) == 2 else "multiclass",
-        normalization=data.normalization(), gsd=float(np.mean(gsds)) if gsds else None,
+        arch=arch,
+        encoder=encoder,
+        bands=grid.count,
+        dtype=grid.dtype,
+        classes=tuple(classes),
+        colors=default_colors(len(classes)),
+        mode="binary" if len(classes) == 2 else "multiclass",
+        normalization=data.normalization(),
+        gsd=float(np.mean(gsds)) if gsds else None,
         tile_size=tile,
-    )  # fmt: skip
+    )
 
 
 def make_trainer(
@@ -316,12 +321,15 @@ def run_epoch(
             losses.append(loss)
         if plan.progress:
             mean = float(np.mean(losses)) if losses else math.nan
-            plan.progress(TrainProgress(state.epoch + 1, plan.epochs, i + 1, plan.steps, mean,
-                                        state.best_miou))  # fmt: skip
+            plan.progress(
+                TrainProgress(
+                    state.epoch + 1, plan.epochs, i + 1, plan.steps, mean, state.best_miou
+                )
+            )
     return float(np.mean(losses)) if losses else math.nan
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EpochPlan:
     """Steps and learning-rate schedule of a run."""
 
@@ -345,9 +353,15 @@ def default_steps(split: Split, tile: int, batch_size: int) -> int:
 
 
 def finish_epoch(
-    trainer: Trainer, data: TrainingSet, contract: ModelContract, state: RunState,
-    record: EpochRecord, out: Path, batch_size: int, started: float,
-) -> None:  # fmt: skip
+    trainer: Trainer,
+    data: TrainingSet,
+    contract: ModelContract,
+    state: RunState,
+    record: EpochRecord,
+    out: Path,
+    batch_size: int,
+    started: float,
+) -> None:
     """Validate, keep the model if it is the best so far, and checkpoint."""
     assert contract.normalization is not None
     if data.split.val:
@@ -368,38 +382,15 @@ def finish_epoch(
     save_checkpoint(checkpoint_path(out), trainer, contract, state)
 
 
-def check_options(tile: int, epochs: int, batch_size: int, lr: float, loss: str) -> None:
-    """Raise on unusable numeric options or an unknown loss."""
-    check_tiling(tile, 0)
-    parse_loss(loss)
-    for name, value in (("epochs", epochs), ("batch-size", batch_size)):
-        if value < 1:
-            raise InvalidInputError(f"--{name} must be >= 1, got {value}")
-    if not lr > 0:
-        raise InvalidInputError(f"--lr must be > 0, got {lr}")
-
-
 def train_model(
     images: Sequence[str | os.PathLike[str]],
     labels: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
+    options: TrainOptions | None = None,
     *,
-    class_field: str = "class_name",
-    classes: Sequence[str] | None = None,
-    arch: str = "unet",
-    encoder: str = "resnet18",
-    tile: int = 256,
-    epochs: int = 20,
-    batch_size: int = 8,
-    lr: float = 1e-3,
-    loss: str = "ce+dice",
-    device: str = "auto",
-    val_fraction: float = 0.2,
-    unlabeled: str = "background",
-    steps_per_epoch: int | None = None,
-    resume: bool = False,
+    label_options: LabelOptions | None = None,
     overwrite: bool = False,
-    seed: int = 0,
+    resume: bool = False,
     progress: Progress | None = None,
 ) -> TrainResult:
     """Train a model on images and labels and write the best one (by validation mIoU) to ``out``.
@@ -413,34 +404,21 @@ def train_model(
         Shapefile, any CRS) with a class field, or a class raster on any grid.
     out
         The model file to write (``.safetensors``); a checkpoint goes beside it.
-    class_field
-        Field of class names (or integer ids) in vector labels.
-    classes
-        Class names by id, background first (default: ``background`` + the names found, sorted).
-        Two classes train a binary model (one sigmoid output).
-    arch, encoder
-        SMP architecture and encoder (random initialisation; nothing is downloaded).
-    tile, batch_size
-        Chip size (a multiple of 32; also the model's prediction tile) and chips per step.
-    epochs, steps_per_epoch
-        Length of the run; default steps cover the training areas about once per epoch.
-    lr
-        Peak learning rate of AdamW (5 % warm-up, cosine decay).
-    loss
-        ``ce``, ``dice``, ``focal``, ``jaccard``, ``lovasz``, ``tversky`` or a sum like ``ce+dice``.
-    device
-        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    val_fraction
-        Share held out for validation: whole images (the last ones) when that rounds to at least
-        one image, else the bottom strip of each image. 0 disables validation.
-    unlabeled
-        Vector labels: uncovered pixels are ``background`` or ``ignore`` (sparse labels).
-    resume
-        Continue from the checkpoint beside ``out`` (if there is one).
+    options
+        The network (SMP architecture and encoder, random initialisation: nothing is
+        downloaded) and the recipe: chip size (also the model's prediction tile), epochs, steps,
+        batch size, peak learning rate of AdamW (5 % warm-up, cosine decay), loss (``ce``,
+        ``dice``, ``focal``, ``jaccard``, ``lovasz``, ``tversky`` or a sum like ``ce+dice``),
+        device, validation share (whole images, the last ones, when that rounds to at least one
+        image, else the bottom strip of each; 0 disables validation) and seed.
+    label_options
+        Class field of vector labels, class names by id (background first; default:
+        ``background`` + the names found, sorted; two classes train a binary model), and whether
+        uncovered pixels are ``background`` or ``ignore`` (sparse labels).
     overwrite
         Replace an existing ``out``.
-    seed
-        Seeds the weights, the survey sample and each epoch's chips.
+    resume
+        Continue from the checkpoint beside ``out`` (if there is one).
     progress
         Called with a :class:`TrainProgress` after every step.
 
@@ -451,21 +429,35 @@ def train_model(
     0.93
     """
     started = time.perf_counter()
+    opts, lab = options or TrainOptions(), label_options or LabelOptions()
     paths, out = check_inputs(images, out, overwrite or (resume and checkpoint_path(out).exists()))
-    check_options(tile, epochs, batch_size, lr, loss)
-    arch, device = check_arch(arch), resolve_device(device)
-    check_encoder(encoder)
-    specs = label_specs(labels, len(paths), class_field, unlabeled)
-    names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], classes)
-    with closing(TrainingSet(paths, specs, names, tile, val_fraction, seed)) as data:
-        contract = make_contract(data, names, arch, encoder, tile)
+    arch, device = check_arch(opts.arch), resolve_device(opts.device)
+    check_encoder(opts.encoder)
+    specs = label_specs(labels, len(paths), lab.class_field, lab.unlabeled)
+    names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], lab.classes)
+    with closing(TrainingSet(paths, specs, names, opts.tile, opts.val_fraction, opts.seed)) as data:
+        contract = make_contract(data, names, arch, opts.encoder, opts.tile)
         if resume and checkpoint_path(out).exists():
             contract = check_resumable(checkpoint_path(out), contract)
-        plan = EpochPlan(epochs, steps_per_epoch or default_steps(data.split, tile, batch_size),
-                         batch_size, lr, seed, progress)  # fmt: skip
-        state = fit(data, contract, plan, loss, device, out, resume)
-    return TrainResult(out, checkpoint_path(out), contract, state.history, state.best_epoch,
-                       state.best_miou, time.perf_counter() - started)  # fmt: skip
+        steps = opts.steps_per_epoch or default_steps(data.split, opts.tile, opts.batch_size)
+        plan = EpochPlan(
+            epochs=opts.epochs,
+            steps=steps,
+            batch_size=opts.batch_size,
+            lr=opts.lr,
+            seed=opts.seed,
+            progress=progress,
+        )
+        state = fit(data, contract, plan, opts.loss, device, out, resume)
+    return TrainResult(
+        model_path=out,
+        checkpoint_path=checkpoint_path(out),
+        contract=contract,
+        history=state.history,
+        best_epoch=state.best_epoch,
+        best_miou=state.best_miou,
+        seconds=time.perf_counter() - started,
+    )
 
 
 def check_inputs(
@@ -482,9 +474,14 @@ def check_inputs(
 
 
 def fit(
-    data: TrainingSet, contract: ModelContract, plan: EpochPlan, loss: str, device: str,
-    out: Path, resume: bool,
-) -> RunState:  # fmt: skip
+    data: TrainingSet,
+    contract: ModelContract,
+    plan: EpochPlan,
+    loss: str,
+    device: str,
+    out: Path,
+    resume: bool,
+) -> RunState:
     """The epoch loop, starting after the checkpoint's last epoch when resuming."""
     import torch
 
@@ -501,6 +498,9 @@ def fit(
         record = EpochRecord(epoch, mean_loss, lr, 0.0)
         finish_epoch(trainer, data, contract, state, record, out, plan.batch_size, tic)
         if plan.progress:
-            plan.progress(TrainProgress(epoch, plan.epochs, plan.steps, plan.steps, mean_loss,
-                                        record.miou, "validated"))  # fmt: skip
+            plan.progress(
+                TrainProgress(
+                    epoch, plan.epochs, plan.steps, plan.steps, mean_loss, record.miou, "validated"
+                )
+            )
     return state

@@ -28,8 +28,8 @@ import rasterio.features
 import shapely
 from affine import Affine
 
-from geoseg.engine.blend import NODATA_CLASS
-from geoseg.geo.tiling import Window
+from geoseg.conventions import NODATA_CLASS
+from geoseg.geo.window import Window
 
 SIDES = ("top", "bottom", "left", "right")
 
@@ -349,8 +349,10 @@ class SceneMerger:
             return EdgeStrip(np.concatenate([s.values for s, _ in found]), np.concatenate(ids))
 
         links = [chain_links(self._labels)]
-        links += [link_edges(strips("right", range(i, i + 1)), strips("left", range(i + 1, i + 2)))
-                  for i in range(len(row) - 1)]  # fmt: skip
+        links += [
+            link_edges(strips("right", range(i, i + 1)), strips("left", range(i + 1, i + 2)))
+            for i in range(len(row) - 1)
+        ]
         if self._above is not None:
             links.append(link_edges(self._above, strips("top", range(len(row)))))
         labels = connected_groups(len(geometries), np.concatenate(links, axis=1))

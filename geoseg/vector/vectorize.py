@@ -42,10 +42,14 @@ import shapely
 from affine import Affine
 from rasterio.io import DatasetReader
 
-from geoseg.engine.blend import NODATA_CLASS
+from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import InvalidInputError
+from geoseg.geo.geobox import RasterGrid
+from geoseg.geo.window import Window, cover, rows_of
 from geoseg.io.files import check_writable, require_file
-from geoseg.geo.tiling import Window
+from geoseg.io.raster import ClassRasterInfo, open_dataset, read_class_info, read_pixels
+from geoseg.io.vector import SCHEMA, rebatch, resolve_output, write_vector
+from geoseg.options import VECTOR_FORMATS, VectorOptions
 from geoseg.vector.polygons import (
     BlockPieces,
     SceneMerger,
@@ -53,14 +57,11 @@ from geoseg.vector.polygons import (
     polygonize_block,
     sieve_block,
 )
-from geoseg.io.raster import ClassRasterInfo, RasterGrid, open_dataset, read_class_info, read_pixels
-from geoseg.io.vector import SCHEMA, VECTOR_FORMATS, rebatch, resolve_output, write_vector
 
 __all__ = ["VECTOR_FORMATS", "GroundArea", "VectorizeResult", "vectorize_raster"]
 
 CLASS_DTYPES = ("uint8", "uint16", "int16", "int32")
 """Class raster types that GDAL's polygonize and sieve accept."""
-MIN_BLOCK_SIZE = 16
 SIEVE_HALO_FACTOR = 4
 """Sieve halo in multiples of the sieve size. One sieve size is enough to measure every small
 region touching a block whole; a wider halo also measures its neighbours better, so the one it
@@ -73,7 +74,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class VectorizeResult:
     """What :func:`vectorize_raster` wrote: feature counts and areas (m²) per class name."""
 
@@ -165,31 +166,12 @@ class VectorizePlan:
 
     def block_rows(self) -> list[list[Window]]:
         """Blocks of ``block_size`` pixels, row by row, left to right."""
-        height, width = self.shape
-        size = self.block_size
-        return [
-            [
-                Window(r, c, min(size, height - r), min(size, width - c))
-                for c in range(0, width, size)
-            ]
-            for r in range(0, height, size)
-        ]
+        return rows_of(cover(self.grid.window, self.block_size))
 
     def class_name(self, class_id: int) -> str:
         """Name of a class id (``class_<id>`` beyond the raster's names)."""
         names = self.class_names
         return names[class_id] if 0 <= class_id < len(names) else f"class_{class_id}"
-
-
-def pyproj_crs(grid: RasterGrid) -> pyproj.CRS | None:
-    """The raster's CRS as a pyproj CRS (None when it has none)."""
-    return None if grid.crs is None else pyproj.CRS.from_user_input(grid.crs.to_wkt())
-
-
-def scene_centre(grid: RasterGrid) -> tuple[float, float]:
-    """The CRS coordinates of the middle of the scene."""
-    x, y = grid.transform @ (grid.width / 2, grid.height / 2)
-    return float(x), float(y)
 
 
 def pixel_to_crs(geometries: np.ndarray, transform: Affine) -> np.ndarray:
@@ -202,23 +184,22 @@ def pixel_to_crs(geometries: np.ndarray, transform: Affine) -> np.ndarray:
     return shapely.transform(geometries, apply, interleaved=False)
 
 
-def make_plan(
-    info: ClassRasterInfo, background: int | None, block_size: int, simplify: float, min_area: float
-) -> VectorizePlan:
+def make_plan(info: ClassRasterInfo, options: VectorOptions) -> VectorizePlan:
     """Convert the options from metres to pixels at the scene centre."""
     grid = info.grid
     centre_px = shapely.box(
         grid.width // 2, grid.height // 2, grid.width // 2 + 1, grid.height // 2 + 1
     )
     centre = pixel_to_crs(np.array([centre_px]), grid.transform)
-    meter = GroundArea(pyproj_crs(grid), scene_centre(grid))
+    meter = GroundArea(grid.pyproj_crs, grid.centre)
     pixel_area = float(meter(centre)[0])
+    simplify, min_area = options.simplify, options.min_area
     return VectorizePlan(
         grid=grid,
         class_names=tuple(info.class_names),
         nodata=info.nodata,
-        background=background,
-        block_size=block_size,
+        background=options.background,
+        block_size=options.block_size,
         pixel_area_m2=pixel_area,
         sieve_pixels=math.ceil(min_area / pixel_area - 1e-9) if min_area > 0 else 0,
         tolerance=simplify / math.sqrt(pixel_area),
@@ -231,12 +212,7 @@ def read_block(ds: DatasetReader, window: Window, plan: VectorizePlan) -> np.nda
     halo = plan.sieve_halo
     if not halo:
         return read_pixels(ds, window, [1])[0]
-    scene = Window(0, 0, *plan.shape)
-    wide = Window(
-        window.row - halo, window.col - halo, window.height + 2 * halo, window.width + 2 * halo
-    )
-    read = wide.intersection(scene)
-    assert read is not None
+    read = window.buffer(halo).clip(plan.grid.window)
     classes = read_pixels(ds, read, [1])[0]
     return sieve_block(classes, plan.sieve_pixels, plan.nodata, window.relative_to(read))
 
@@ -251,9 +227,13 @@ def polygonize_window(
     with open_dataset(path) as ds:
         classes = read_block(ds, window, plan)
     pieces = polygonize_block(
-        classes, window, plan.shape, nodata=plan.nodata,
-        background=plan.background, tolerance=plan.tolerance,
-    )  # fmt: skip
+        classes,
+        window,
+        plan.shape,
+        nodata=plan.nodata,
+        background=plan.background,
+        tolerance=plan.tolerance,
+    )
     return pieces.split()
 
 
@@ -295,8 +275,8 @@ class FeatureBuilder:
 
     def __init__(self, plan: VectorizePlan, to_wgs84: bool) -> None:
         self.plan = plan
-        crs = pyproj_crs(plan.grid)
-        self.meter = GroundArea(crs, scene_centre(plan.grid))
+        crs = plan.grid.pyproj_crs
+        self.meter = GroundArea(crs, plan.grid.centre)
         self.reproject = None
         if to_wgs84 and crs is not None:
             self.reproject = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
@@ -312,9 +292,11 @@ class FeatureBuilder:
         ids, index = np.unique(class_ids, return_inverse=True)
         names = [self.plan.class_name(int(i)) for i in ids]
         for name, count, total in zip(
-            names, np.bincount(index, minlength=len(ids)), np.bincount(index, area, len(ids)),
+            names,
+            np.bincount(index, minlength=len(ids)),
+            np.bincount(index, area, len(ids)),
             strict=True,
-        ):  # fmt: skip
+        ):
             self.class_features[name] = self.class_features.get(name, 0) + int(count)
             self.area_m2[name] = self.area_m2.get(name, 0.0) + float(total)
         if self.reproject is not None:
@@ -337,24 +319,6 @@ def class_style(
     names = {i: info.class_names[i] for i in ids}
     colors = {i: info.colors[i] if i < len(info.colors) else (128, 128, 128) for i in ids}
     return names, colors
-
-
-def check_options(path: object, simplify: float, min_area: float, block_size: int) -> None:
-    """Raise :class:`InvalidInputError` for unusable options."""
-    for name, value, unit in (("simplify", simplify, "metres"), ("min_area", min_area, "m²")):
-        if isinstance(value, bool) or not (math.isfinite(value) and value >= 0):
-            raise InvalidInputError(
-                f"{path}: {name}={value!r} is invalid; pass {unit} >= 0 (0: off)"
-            )
-    if (
-        isinstance(block_size, bool)
-        or not isinstance(block_size, int)
-        or block_size < MIN_BLOCK_SIZE
-    ):
-        raise InvalidInputError(
-            f"{path}: block_size={block_size!r} is invalid; pass an integer >= {MIN_BLOCK_SIZE} "
-            "(default 2048)"
-        )
 
 
 def check_class_raster(ds: DatasetReader, background: int | None, vector_format: str) -> None:
@@ -381,12 +345,9 @@ def check_class_raster(ds: DatasetReader, background: int | None, vector_format:
 def vectorize_raster(
     classes_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
+    options: VectorOptions | None = None,
     *,
     vector_format: str | None = None,
-    simplify: float = 0.0,
-    min_area: float = 0.0,
-    background: int | None = 0,
-    block_size: int = 2048,
     overwrite: bool = False,
     progress: Progress | None = None,
     executor: OrderedMapper | None = None,
@@ -399,22 +360,18 @@ def vectorize_raster(
         A geoseg class raster: one band, nodata 255, ``CLASS_NAMES`` tag and colour table.
     out_path
         The vector file. Its suffix picks the format unless ``vector_format`` is given.
+    options
+        Polygon shaping: ``simplify`` (topology-preserving tolerance in metres, converted to
+        pixels at the scene centre; shared borders stay shared, borders with nodata stay on
+        pixel edges), ``min_area`` (m²: the raster is sieved first, so regions smaller than
+        ``min_area`` / pixel area join their largest neighbour, then any feature still below
+        ``min_area``, true area, is dropped), ``background`` (the class that gets no polygons;
+        None vectorizes every class) and ``block_size`` (memory grows with its square, never
+        with the scene).
     vector_format
-        One of :data:`VECTOR_FORMATS`: ``gpkg`` (default; with a QGIS style inside), ``geojson``
-        (WGS84, RFC 7946), ``fgb``, ``parquet`` (GeoParquet), ``shp``. Non-GeoPackage outputs
-        get a ``.qml`` side-car that QGIS loads automatically.
-    simplify
-        Topology-preserving simplification tolerance in metres (0: exact pixel outlines),
-        converted to pixels at the scene centre. Neighbouring polygons keep shared borders (no
-        gaps or overlaps); borders with nodata stay on the pixel edges.
-    min_area
-        Drop regions smaller than this many m²: the raster is sieved first (regions of fewer
-        than ``min_area`` / pixel area pixels join their largest neighbour), then any feature
-        still below ``min_area`` (true area) is dropped.
-    background
-        Class that gets no polygons; None vectorizes every class.
-    block_size
-        Pixels per block side; memory grows with its square, never with the scene.
+        One of :data:`~geoseg.options.VECTOR_FORMATS`: ``gpkg`` (with a QGIS style inside),
+        ``geojson`` (WGS84, RFC 7946), ``fgb``, ``parquet`` (GeoParquet), ``shp``. Formats other
+        than GeoPackage get a ``.qml`` side-car that QGIS loads automatically.
     overwrite
         Replace an existing output.
     progress
@@ -436,24 +393,25 @@ def vectorize_raster(
 
     Examples
     --------
-    >>> result = vectorize_raster("classes.tif", "classes.gpkg", min_area=100)  # doctest: +SKIP
+    >>> from geoseg.options import VectorOptions
+    >>> result = vectorize_raster("classes.tif", "classes.gpkg", VectorOptions(min_area=100))  # doctest: +SKIP
     >>> result.class_features  # doctest: +SKIP
     {'water': 12, 'forest': 431}
     """
     started = time.perf_counter()
+    opts = options or VectorOptions()
     vector_format, out = resolve_output(out_path, vector_format)
-    check_options(classes_path, simplify, min_area, block_size)
     require_file(classes_path, "class raster")
     check_writable(out, overwrite)
     with open_dataset(classes_path) as ds:
-        check_class_raster(ds, background, vector_format)
+        check_class_raster(ds, opts.background, vector_format)
         info = read_class_info(ds)
-        plan = make_plan(info, background, block_size, simplify, min_area)
+        plan = make_plan(info, opts)
         builder = FeatureBuilder(plan, to_wgs84=vector_format == "geojson")
         polygons = iter_polygons(os.fspath(classes_path), plan, progress, executor)
         batches = rebatch(builder(g, c) for g, c in polygons)
-        crs = pyproj_crs(plan.grid)
-        write_vector(batches, out, vector_format, crs, class_style(info, background), overwrite)
+        style = class_style(info, opts.background)
+        write_vector(batches, out, vector_format, plan.grid.pyproj_crs, style, overwrite)
     return VectorizeResult(
         path=out,
         vector_format=vector_format,

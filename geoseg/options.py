@@ -1,0 +1,355 @@
+"""Option bundles, each validated once when it is made (like rio-tiler's reader options).
+
+One small frozen object per concern, passed unchanged through every layer: the CLI builds them
+from flags, the data catalog from YAML sections, Python callers directly. A bad value raises
+:class:`~geoseg.errors.InvalidInputError` naming the *option* (``batch_size``), which each front
+end renders as its own flag or YAML path, before any work starts.
+
+Examples
+--------
+>>> TilingOptions(tile=512).resolve(model_tile=256)
+(512, 64)
+>>> TilingOptions(tile=100)
+Traceback (most recent call last):
+...
+geoseg.errors.InvalidInputError: tile size 100 is not a positive multiple of 32; set tile to e.g. 96
+>>> OutputOptions(vector_formats=("gpkg", "fgb")).vector_formats
+('gpkg', 'fgb')
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from geoseg.conventions import TILE_MULTIPLE
+from geoseg.errors import InvalidInputError, choice_error
+
+VECTOR_FORMATS: dict[str, str] = {
+    "gpkg": ".gpkg",
+    "geojson": ".geojson",
+    "fgb": ".fgb",
+    "parquet": ".parquet",
+    "shp": ".shp",
+}
+"""Vector output format name -> file suffix. GeoJSON is written in WGS84 (RFC 7946); the others
+keep the raster's CRS."""
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+LOSSES = ("ce", "dice", "focal", "jaccard", "lovasz", "tversky")
+"""Loss names; combine with ``+`` (e.g. ``ce+dice``)."""
+UNLABELED = ("background", "ignore")
+
+
+# --- checks shared by the bundles -------------------------------------------------------------
+
+
+def check_int(option: str, value: object, low: int, what: str = "") -> int:
+    """Return ``value`` if it is an integer >= ``low``, else raise naming ``option``.
+
+    Examples
+    --------
+    >>> check_int("epochs", 3, 1)
+    3
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidInputError(
+            f"{what or option.replace('_', ' ')} {value!r} is invalid; set `{option}` to an "
+            f"integer >= {low}",
+            option=option,
+        )
+    return value
+
+
+def check_number(option: str, value: object, low: float = 0.0, unit: str = "") -> float:
+    """Return ``value`` as a float if it is a finite number >= ``low``, else raise."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or not math.isfinite(float(value)) or float(value) < low:  # type: ignore[arg-type]
+        unit_text = f" {unit}" if unit else ""
+        raise InvalidInputError(
+            f"{option.replace('_', ' ')} {value!r} is invalid; set `{option}` to a number >= "
+            f"{low:g}{unit_text}",
+            option=option,
+        )
+    return float(value)  # type: ignore[arg-type]
+
+
+def check_tile(tile: int, option: str = "tile") -> int:
+    """A tile size must be a positive multiple of :data:`~geoseg.conventions.TILE_MULTIPLE`."""
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < TILE_MULTIPLE or tile % 32:
+        near = max(TILE_MULTIPLE, round(tile / TILE_MULTIPLE) * TILE_MULTIPLE)
+        raise InvalidInputError(
+            f"tile size {tile} is not a positive multiple of {TILE_MULTIPLE}; set `{option}` to "
+            f"e.g. {near}",
+            option=option,
+        )
+    return tile
+
+
+def check_overlap(overlap: int, tile: int) -> int:
+    """An overlap must be >= 0 and less than half the tile."""
+    check_int("overlap", overlap, 0)
+    if overlap >= tile // 2:
+        raise InvalidInputError(
+            f"overlap {overlap} must be less than half the tile ({tile // 2}); lower `overlap`",
+            option="overlap",
+        )
+    return overlap
+
+
+def default_overlap(tile: int) -> int:
+    """An eighth of the tile: enough context at tile edges for little recomputation.
+
+    Examples
+    --------
+    >>> default_overlap(512), default_overlap(64)
+    (64, 8)
+    """
+    return tile // 8
+
+
+# --- the bundles --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputOptions:
+    """How to read an input scene.
+
+    Attributes
+    ----------
+    bands
+        1-based band indexes to read (default: every band except an alpha band).
+    nodata
+        Nodata value to use when the file declares none (e.g. a zero collar).
+    """
+
+    bands: tuple[int, ...] | None = None
+    nodata: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.bands is not None:
+            bands = tuple(self.bands)
+            if not bands or any(isinstance(b, bool) or not isinstance(b, int) for b in bands):
+                raise InvalidInputError(
+                    f"bands {list(bands)!r} are invalid; set `bands` to 1-based band numbers "
+                    "such as 1,2,3",
+                    option="bands",
+                )
+            if min(bands) < 1:
+                raise InvalidInputError(
+                    f"bands {list(bands)} are invalid: band numbers start at 1; set `bands` "
+                    "to e.g. 1,2,3",
+                    option="bands",
+                )
+            object.__setattr__(self, "bands", bands)
+        if self.nodata is not None and (
+            isinstance(self.nodata, bool) or not isinstance(self.nodata, int | float)
+        ):
+            raise InvalidInputError(
+                f"nodata {self.nodata!r} is not a number; set `nodata` to the value of the "
+                "empty pixels (e.g. 0)",
+                option="nodata",
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TilingOptions:
+    """How a scene is cut up: tile size (None: the model's), overlap, batch and block size.
+
+    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles).
+    """
+
+    tile: int | None = None
+    overlap: int | None = None
+    batch_size: int = 4
+    block_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile is not None:
+            check_tile(self.tile)
+        if self.overlap is not None:
+            check_int("overlap", self.overlap, 0)
+            if self.tile is not None:
+                check_overlap(self.overlap, self.tile)
+        check_int("batch_size", self.batch_size, 1)
+        if self.block_size is not None:
+            check_int("block_size", self.block_size, 1)
+
+    def resolve(self, model_tile: int) -> tuple[int, int]:
+        """The tile and overlap to use with a model trained at ``model_tile`` pixels."""
+        tile = self.tile or model_tile
+        overlap = default_overlap(tile) if self.overlap is None else self.overlap
+        return tile, check_overlap(overlap, tile)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceOptions:
+    """Where and how the network runs: ``device`` (auto, cpu, cuda, cuda:N, mps) and D4 ``tta``."""
+
+    device: str = "auto"
+    tta: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
+            raise choice_error("device", str(self.device), DEVICES, option="device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class VectorOptions:
+    """How polygons are shaped.
+
+    Attributes
+    ----------
+    simplify
+        Topology-preserving simplification tolerance in metres (0: exact pixel outlines).
+    min_area
+        Drop regions smaller than this many m² (sieved first, so neighbours absorb them).
+    background
+        Class that gets no polygons; None vectorizes every class.
+    block_size
+        Pixels per block side while vectorizing; memory grows with its square.
+    """
+
+    simplify: float = 0.0
+    min_area: float = 0.0
+    background: int | None = 0
+    block_size: int = 2048
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "simplify", check_number("simplify", self.simplify, 0, "m"))
+        object.__setattr__(self, "min_area", check_number("min_area", self.min_area, 0, "m²"))
+        if self.background is not None:
+            check_int("background", self.background, 0, "background class")
+        check_int("block_size", self.block_size, MIN_VECTOR_BLOCK)
+
+
+MIN_VECTOR_BLOCK = 16
+"""Smallest block side for vectorizing (smaller blocks only add merging work)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class OutputOptions:
+    """Which products a prediction writes besides the class raster.
+
+    Attributes
+    ----------
+    vector_formats
+        Polygon layers to write, any of :data:`VECTOR_FORMATS` (empty: none).
+    confidence
+        Also write ``<stem>_confidence.tif`` (winning probability in %).
+    simplify, min_area
+        See :class:`VectorOptions`.
+    """
+
+    vector_formats: tuple[str, ...] = ("gpkg",)
+    confidence: bool = False
+    simplify: float = 0.0
+    min_area: float = 0.0
+
+    def __post_init__(self) -> None:
+        formats = (
+            (self.vector_formats,) if isinstance(self.vector_formats, str) else self.vector_formats
+        )
+        formats = tuple(f.lower() for f in formats if f.lower() != "none")
+        for name in formats:
+            if name not in VECTOR_FORMATS:
+                raise choice_error(
+                    "vector format", name, [*VECTOR_FORMATS, "none"], option="vector_formats"
+                )
+        object.__setattr__(self, "vector_formats", formats)
+        self.vector  # validates simplify and min_area  # noqa: B018
+
+    @property
+    def vector(self) -> VectorOptions:
+        """The polygon-shaping options."""
+        return VectorOptions(simplify=self.simplify, min_area=self.min_area)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions:
+    """Everything that shapes one prediction run (see :func:`geoseg.predict_scene`).
+
+    ``overwrite`` replaces existing outputs; ``resume`` journals finished blocks so that an
+    interrupted run of the same job continues where it stopped.
+    """
+
+    input: InputOptions = field(default_factory=InputOptions)
+    tiling: TilingOptions = field(default_factory=TilingOptions)
+    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    output: OutputOptions = field(default_factory=OutputOptions)
+    overwrite: bool = False
+    resume: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelOptions:
+    """How label layers are read.
+
+    Attributes
+    ----------
+    class_field
+        Attribute holding each feature's class name or id (vector labels).
+    classes
+        Class names by id, background first (default: found in the files).
+    unlabeled
+        Pixels no feature covers: ``background`` (complete footprints) or ``ignore`` (sparse).
+    """
+
+    class_field: str = "class_name"
+    classes: tuple[str, ...] | None = None
+    unlabeled: str = "background"
+
+    def __post_init__(self) -> None:
+        if self.unlabeled not in UNLABELED:
+            raise choice_error("unlabeled mode", self.unlabeled, UNLABELED, option="unlabeled")
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes) or None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainOptions:
+    """The network and the training recipe (see :func:`geoseg.train_model`)."""
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    tile: int = 256
+    epochs: int = 20
+    steps_per_epoch: int | None = None
+    batch_size: int = 8
+    lr: float = 1e-3
+    loss: str = "ce+dice"
+    device: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_tile(self.tile)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        if self.steps_per_epoch is not None:
+            check_int("steps_per_epoch", self.steps_per_epoch, 1)
+        if check_number("lr", self.lr, 0.0) <= 0:
+            raise InvalidInputError(f"lr {self.lr} is invalid; set `lr` > 0", option="lr")
+        if not 0 <= check_number("val_fraction", self.val_fraction) < 1:
+            raise InvalidInputError(
+                f"val fraction {self.val_fraction} is invalid; set `val_fraction` in [0, 1)",
+                option="val_fraction",
+            )
+        parse_loss(self.loss)
+        InferenceOptions(device=self.device)
+
+
+def parse_loss(name: str) -> list[str]:
+    """Split ``ce+dice`` into its parts, raising on an unknown one.
+
+    Examples
+    --------
+    >>> parse_loss("CE + dice")
+    ['ce', 'dice']
+    """
+    parts = [p.strip().lower() for p in name.split("+")]
+    for part in parts:
+        if part not in LOSSES:
+            raise choice_error("loss", part, [*LOSSES, "ce+dice"], option="loss")
+    return parts
