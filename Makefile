@@ -28,6 +28,7 @@ lint: setup
 	$(BIN)/ruff check geoseg flows tests benchmarks
 	$(BIN)/ruff format --check geoseg flows tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python benchmarks/bench_predict.py
