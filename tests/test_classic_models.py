@@ -50,16 +50,26 @@ def build(arch: str, in_channels: int = 3, classes: int = 2, seed: int = 0) -> t
     )
 
 
-def square_batch(n: int = 4, size: int = 32, bands: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise with one bright square per image; class 1 inside the square, 0 outside."""
+QUADRANT_PATTERNS = ((0, 1), (2, 3), (0, 2), (1, 3))
+"""Bright quadrants (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right) of each image: every
+quadrant is bright in exactly half the images, so a network that ignores its input cannot beat
+a cross-entropy of ln 2."""
+
+
+def quadrant_batch(size: int, bands: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise images with two bright quadrants each; class 1 on the bright quadrants."""
     g = torch.Generator().manual_seed(0)
-    side = size // 3
-    x = torch.rand(n, bands, size, size, generator=g) * 0.5
-    y = torch.zeros(n, size, size, dtype=torch.long)
-    for i in range(n):
-        r, c = torch.randint(0, size - side, (2,), generator=g).tolist()
-        x[i, :, r : r + side, c : c + side] += 0.5
-        y[i, r : r + side, c : c + side] = 1
+    half = size // 2
+    x = torch.rand(len(QUADRANT_PATTERNS), bands, size, size, generator=g) * 0.6
+    y = torch.zeros(len(QUADRANT_PATTERNS), size, size, dtype=torch.long)
+    for i, quadrants in enumerate(QUADRANT_PATTERNS):
+        for q in quadrants:
+            rows, cols = (
+                slice(q // 2 * half, (q // 2 + 1) * half),
+                slice(q % 2 * half, (q % 2 + 1) * half),
+            )
+            x[i, :, rows, cols] += 0.4
+            y[i, rows, cols] = 1
     return x, y
 
 
@@ -97,9 +107,11 @@ def test_safetensors_round_trip(arch, tmp_path):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-def test_learns_a_bright_square(arch):
-    size = max(32, tile_multiple(arch))
-    x, y = square_batch(size=size)
+def test_learns_bright_quadrants(arch):
+    # Stride-32 encoders need two cells of 32 px to resolve a quadrant (FCN-32s has a 2 x 2 score
+    # map at 64 px); the others learn the same task at 32 px, which keeps the test fast.
+    size = 64 if arch in USES_ENCODER else 32
+    x, y = quadrant_batch(size)
     net = build(arch, in_channels=3, classes=2).train()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
@@ -109,7 +121,8 @@ def test_learns_a_bright_square(arch):
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0], losses
+    # Below 0.7 x the start, and below 0.7 x ln 2, the best loss of a network blind to its input.
+    assert losses[-1] < 0.7 * min(losses[0], math.log(2)), [round(v, 3) for v in losses]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -157,9 +170,9 @@ def test_refuses_pretrained_weights_and_unknown_options(arch):
 
 def test_icnet_cascade_label_guidance():
     net = build("icnet", in_channels=3, classes=2)
-    x, y = square_batch(n=2, size=64)
+    x, y = quadrant_batch(64)
     logits = net.train()(x)
-    assert logits.shape == (2, 2, 64, 64)
+    assert logits.shape == (4, 2, 64, 64)
     assert [tuple(a.shape[-2:]) for a in net.aux_logits] == [(4, 4), (8, 8), (16, 16)]
     loss = cascade_loss(net.aux_logits, y)
     loss.backward()
