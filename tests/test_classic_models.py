@@ -115,7 +115,7 @@ def test_learns_bright_quadrants(arch):
     net = build(arch, in_channels=3, classes=2).train()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     losses = []
-    for _ in range(20):
+    for _ in range(30):
         opt.zero_grad()
         loss = nnf.cross_entropy(net(x), y)
         loss.backward()
