@@ -8,7 +8,7 @@ within ``tolerance_px`` of a predicted one, and the score their harmonic mean. I
 the label maps' boundaries as a whole (not per class) with numpy only.
 
 Usage: ``python benchmarks/crf_boundary.py`` prints pixel accuracy and boundary F1 before and
-after :func:`geoseg.engine_crf.crf_refine` on a synthetic scene whose class probabilities are
+after :func:`geoseg.models.crf.crf_refine` on a synthetic scene whose class probabilities are
 blurred, misregistered by a few pixels and sprinkled with wrong labels.
 """
 
@@ -19,83 +19,7 @@ from typing import Any
 
 import numpy as np
 
-
-def boundary_map(labels: np.ndarray) -> np.ndarray:
-    """Boolean map of boundary pixels: those whose right, lower or lower-right neighbour differs.
-
-    One pixel thick (only the upper/left side of a label change is marked), like ``seg2bmap``.
-
-    Examples
-    --------
-    >>> boundary_map(np.array([[0, 0, 1], [0, 0, 1]])).astype(int)
-    array([[0, 1, 0],
-           [0, 1, 0]])
-    """
-    a = np.asarray(labels)
-    if a.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {a.shape}")
-    edge = np.zeros(a.shape, dtype=bool)
-    edge[:, :-1] |= a[:, :-1] != a[:, 1:]
-    edge[:-1, :] |= a[:-1, :] != a[1:, :]
-    edge[:-1, :-1] |= a[:-1, :-1] != a[1:, 1:]
-    return edge
-
-
-def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation of a 2-D mask by a Euclidean disk of ``radius`` pixels (numpy only).
-
-    Examples
-    --------
-    >>> m = np.zeros((5, 5), bool); m[2, 2] = True
-    >>> dilate(m, 1).astype(int)
-    array([[0, 0, 0, 0, 0],
-           [0, 0, 1, 0, 0],
-           [0, 1, 1, 1, 0],
-           [0, 0, 1, 0, 0],
-           [0, 0, 0, 0, 0]])
-    """
-    if radius < 0:
-        raise ValueError(f"radius must be >= 0, got {radius}")
-    h, w = mask.shape
-    padded = np.pad(mask.astype(bool), radius)
-    out = np.zeros((h, w), dtype=bool)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx <= radius * radius:
-                out |= padded[radius + dy : radius + dy + h, radius + dx : radius + dx + w]
-    return out
-
-
-def boundary_f1(pred: np.ndarray, truth: np.ndarray, tolerance_px: int = 2) -> float:
-    """Boundary F1 score of a predicted label map against the truth (BF score, Csurka et al. 2013).
-
-    Both maps are 2-D integer labels of the same shape. Returns 1.0 when neither has a boundary
-    and 0.0 when only one of them has.
-
-    Examples
-    --------
-    >>> truth = np.zeros((20, 20), int); truth[:, 10:] = 1
-    >>> pred = np.zeros((20, 20), int); pred[:, 12:] = 1     # boundary 2 px off
-    >>> boundary_f1(pred, truth, tolerance_px=2), boundary_f1(pred, truth, tolerance_px=1)
-    (1.0, 0.0)
-    >>> pred[5, 3] = 1                                        # a stray pixel: 4 extra boundary px
-    >>> round(boundary_f1(pred, truth, tolerance_px=2), 3)
-    0.909
-    """
-    pred, truth = np.asarray(pred), np.asarray(truth)
-    if pred.shape != truth.shape:
-        raise ValueError(f"pred {pred.shape} and truth {truth.shape} differ in shape")
-    pb, tb = boundary_map(pred), boundary_map(truth)
-    n_pred, n_true = int(pb.sum()), int(tb.sum())
-    if n_pred == 0 and n_true == 0:
-        return 1.0
-    if n_pred == 0 or n_true == 0:
-        return 0.0
-    precision = float((pb & dilate(tb, tolerance_px)).sum()) / n_pred
-    recall = float((tb & dilate(pb, tolerance_px)).sum()) / n_true
-    if precision + recall == 0:
-        return 0.0
-    return 2 * precision * recall / (precision + recall)
+from geoseg.training.metrics import boundary_f1
 
 
 def synthetic_scene(
@@ -139,7 +63,8 @@ PARAMETER_SETS: dict[str, dict[str, Any]] = {
 
 
 def main() -> None:
-    from geoseg.engine_crf import CrfParams, crf_refine
+    from geoseg.models.crf import crf_refine
+    from geoseg.options import CrfParams
 
     truth, image, probs = synthetic_scene()
     print(f"synthetic scene {probs.shape} (K, H, W); 3-px misregistration, blur, 5% wrong labels")

@@ -185,14 +185,90 @@ class TilingOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class InferenceOptions:
-    """Where and how the network runs: ``device`` (auto, cpu, cuda, cuda:N, mps) and D4 ``tta``."""
+    """Where and how the network runs.
+
+    Attributes
+    ----------
+    device
+        ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    tta
+        Average the 8 D4 rotations/flips of every tile.
+    crf
+        Refine the blended probabilities with a local mean-field CRF on the image.
+    crf_params
+        CRF parameters (default: the model's tuned ones, else :class:`CrfParams`' defaults).
+    """
 
     device: str = "auto"
     tta: bool = False
+    crf: bool = False
+    crf_params: CrfParams | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, str) or not DEVICE_PATTERN.match(self.device):
             raise choice_error("device", str(self.device), DEVICES, option="device")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CrfParams:
+    """Parameters of the local mean-field CRF (:mod:`geoseg.models.crf`), validated on creation.
+
+    Each field is an option named ``crf_<field>`` (e.g. ``crf_iterations``).
+
+    Examples
+    --------
+    >>> CrfParams().reach
+    15
+    >>> CrfParams(window=4)
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.InvalidInputError: crf window 4 must be odd and >= 3; set crf_window to e.g. 5
+    """
+
+    iterations: int = 5
+    """Mean-field steps (0 returns ``softmax(-U)``, the input renormalised)."""
+    window: int = 7
+    """Side of the local window (odd, >= 3); the kernel reaches ``window // 2`` pixels."""
+    smoothness_weight: float = 1.0
+    smoothness_sigma: float = 3.0
+    """Pixels."""
+    appearance_weight: float = 10.0
+    appearance_sigma_xy: float = 5.0
+    """Pixels; the window truncates the kernel however large this is."""
+    appearance_sigma_rgb: float = 0.3
+    """In the units of the normalised image the network sees."""
+    compatibility: str = "potts"
+
+    def __post_init__(self) -> None:
+        check_int("crf_iterations", self.iterations, 0, "crf iterations")
+        window = check_int("crf_window", self.window, 3, "crf window")
+        if window % 2 == 0:
+            raise InvalidInputError(
+                f"crf window {window} must be odd and >= 3; set `crf_window` to e.g. {window + 1}",
+                option="crf_window",
+            )
+        for name in ("smoothness_weight", "appearance_weight"):
+            check_number(f"crf_{name}", getattr(self, name), 0.0)
+        for name in ("smoothness_sigma", "appearance_sigma_xy", "appearance_sigma_rgb"):
+            if check_number(f"crf_{name}", getattr(self, name), 0.0) == 0:
+                raise InvalidInputError(
+                    f"crf {name.replace('_', ' ')} must be > 0; set `crf_{name}`",
+                    option=f"crf_{name}",
+                )
+        if self.compatibility != "potts":
+            raise choice_error(
+                "CRF compatibility", self.compatibility, ["potts"], option="crf_compatibility"
+            )
+
+    @property
+    def radius(self) -> int:
+        """Pixels one mean-field step reaches: ``window // 2``."""
+        return self.window // 2
+
+    @property
+    def reach(self) -> int:
+        """Pixels of context one output pixel depends on: ``iterations * (window // 2)``."""
+        return self.iterations * self.radius
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -322,6 +398,7 @@ class TrainOptions:
     device: str = "auto"
     val_fraction: float = 0.2
     seed: int = 0
+    tune_crf: bool = False
 
     def __post_init__(self) -> None:
         check_tile(self.tile)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
 from geoseg.cli.options import split_list
@@ -24,8 +25,8 @@ def model_info(model: Path = typer.Argument(..., help="geoseg model file.")) -> 
 
 @app.command("model-create")
 def model_create(
-    arch: str = typer.Option("unet", help="SMP architecture: unet, fpn, deeplabv3plus, ..."),
-    encoder: str = typer.Option("resnet18", help="SMP encoder: resnet34, efficientnet-b0, ..."),
+    arch: str = opt.ARCH,
+    encoder: str = opt.ENCODER,
     bands: int = typer.Option(3, help="Number of input bands."),
     classes: str = typer.Option(..., help="Class names, background first: background,building"),
     out: Path = typer.Option(..., "--out", "-o", help="Model file to write (.safetensors)."),

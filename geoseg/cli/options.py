@@ -83,3 +83,17 @@ def output_folder() -> Any:
 def as_path(value: str | None) -> Path | None:
     """An optional path argument."""
     return Path(value) if value else None
+
+
+ARCHITECTURES_HELP = (
+    "Architecture. SMP: unet, unetplusplus, manet, linknet, fpn, pspnet, deeplabv3, "
+    "deeplabv3plus, pan, upernet, segformer, dpt. Classic: fcn32s, fcn16s, fcn8s, segnet, frrn, "
+    "fcdensenet56, fcdensenet67, fcdensenet103, refinenet, gcn, icnet, enet."
+)
+ARCH = option("unet", "--arch", help=ARCHITECTURES_HELP)
+ENCODER = option(
+    "resnet18",
+    "--encoder",
+    help="SMP encoder (resnet18, resnet34, efficientnet-b0, tu-<timm name>); ignored by "
+    "segnet, frrn, fcdensenet*, enet, which have their own.",
+)

@@ -13,6 +13,7 @@ from geoseg.cli._progress import progress_bar, summary_table
 from geoseg.engine.executors import make_executor
 from geoseg.engine.scene import PredictResult, predict_scene
 from geoseg.options import (
+    CrfParams,
     InferenceOptions,
     InputOptions,
     OutputOptions,
@@ -32,6 +33,11 @@ def predict(
     block_size: int = opt.BLOCK_SIZE,
     device: str = opt.DEVICE,
     tta: bool = opt.TTA,
+    crf: bool = typer.Option(
+        False, "--crf", help="Refine boundaries with a local CRF (the model's tuned parameters)."
+    ),
+    crf_iterations: int = typer.Option(None, help="CRF mean-field steps (overrides the model's)."),
+    crf_window: int = typer.Option(None, help="CRF window side in pixels, odd (overrides)."),
     bands: str = opt.BANDS,
     nodata: float = opt.NODATA,
     confidence: bool = typer.Option(
@@ -57,7 +63,12 @@ def predict(
         tiling=TilingOptions(
             tile=tile, overlap=overlap, batch_size=batch_size, block_size=block_size
         ),
-        inference=InferenceOptions(device=device, tta=tta),
+        inference=InferenceOptions(
+            device=device,
+            tta=tta,
+            crf=crf or bool(crf_iterations or crf_window),
+            crf_params=crf_override(crf_iterations, crf_window),
+        ),
         output=OutputOptions(
             vector_formats=tuple(opt.split_list(vector_format)),
             confidence=confidence,
@@ -74,6 +85,17 @@ def predict(
     finally:
         executor.close()
     print_summary(result)
+
+
+def crf_override(iterations: int | None, window: int | None) -> CrfParams | None:
+    """CRF parameters from the flags, or None to use the model's tuned ones."""
+    if iterations is None and window is None:
+        return None
+    defaults = CrfParams()
+    return CrfParams(
+        iterations=defaults.iterations if iterations is None else iterations,
+        window=defaults.window if window is None else window,
+    )
 
 
 def print_summary(result: PredictResult) -> None:

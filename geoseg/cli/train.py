@@ -52,8 +52,8 @@ def train(
     out: Path = opt.MODEL_OUT,
     class_field: str = opt.CLASS_FIELD,
     classes: str = opt.CLASSES,
-    arch: str = typer.Option("unet", help="SMP architecture: unet, fpn, deeplabv3plus, ..."),
-    encoder: str = typer.Option("resnet18", help="SMP encoder (random init): resnet18, ..."),
+    arch: str = opt.ARCH,
+    encoder: str = opt.ENCODER,
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
     epochs: int = typer.Option(20, help="Epochs."),
     steps_per_epoch: int = typer.Option(None, help="Batches per epoch (default: area once)."),
@@ -66,6 +66,9 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue from the checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing model file."),
     seed: int = typer.Option(0, help="Random seed."),
+    tune_crf: bool = typer.Option(
+        False, "--tune-crf", help="Tune CRF parameters on the validation areas (predict --crf)."
+    ),
 ) -> None:
     """Train a segmentation model on IMAGES and LABELS; keep the best by validation mIoU."""
     options = TrainOptions(
@@ -80,6 +83,7 @@ def train(
         device=device,
         val_fraction=val_fraction,
         seed=seed,
+        tune_crf=tune_crf,
     )
     label_options = LabelOptions(
         class_field=class_field, classes=tuple(opt.split_list(classes)) or None, unlabeled=unlabeled

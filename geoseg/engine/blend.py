@@ -91,6 +91,14 @@ class BlockAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             return self.scores / self.weights
 
+    def crop(self, window: Window) -> BlockAccumulator:
+        """The sums over ``window`` (inside this accumulator's window) as an accumulator."""
+        part = BlockAccumulator(window, self.num_classes)
+        local = window.relative_to(self.window).slices()
+        part.scores = self.scores[(slice(None), *local)]
+        part.weights = self.weights[local]
+        return part
+
     def classes_and_confidence(self) -> tuple[np.ndarray, np.ndarray]:
         """Arg-max classes and the winning probability in percent, both uint8 (nodata 255)."""
         valid = self.weights > 0
@@ -100,3 +108,23 @@ class BlockAccumulator:
         confidence = np.clip(np.rint(top * 100.0), 0, 100).astype(np.uint8)
         confidence[~valid] = NODATA_CLASS
         return classes, confidence
+
+
+def classes_of_probabilities(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Arg-max classes and the winning probability in percent of ``(K, H, W)`` probabilities.
+
+    NaN pixels (no valid input) are nodata (255) in both.
+
+    Examples
+    --------
+    >>> probs = np.array([[[0.2, np.nan]], [[0.8, np.nan]]], np.float32)
+    >>> [a.tolist() for a in classes_of_probabilities(probs)]
+    [[[1, 255]], [[80, 255]]]
+    """
+    valid = np.isfinite(probs).all(axis=0)
+    filled = np.where(valid, probs, 0.0)
+    classes = np.argmax(filled, axis=0).astype(np.uint8)
+    confidence = np.clip(np.rint(filled.max(axis=0) * 100.0), 0, 100).astype(np.uint8)
+    classes[~valid] = NODATA_CLASS
+    confidence[~valid] = NODATA_CLASS
+    return classes, confidence

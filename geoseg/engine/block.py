@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.engine.blend import BlockAccumulator, tile_weights
+from geoseg.engine.blend import BlockAccumulator, classes_of_probabilities, tile_weights
 from geoseg.geo.tiling import Block
 from geoseg.geo.window import Window
 from geoseg.io.raster import SceneReader
 from geoseg.models.contract import Normalization
 from geoseg.models.predictor import Predictor, load_predictor, resolve_device
-from geoseg.options import InputOptions
+from geoseg.options import CrfParams, InputOptions
 
 TileCallback = Callable[[int], None]
 
@@ -77,6 +77,9 @@ class SceneJob:
         Tiling of the scene-wide grid and tiles per model call.
     input
         Bands to read and the nodata value for files that declare none.
+    crf
+        CRF refinement of the blended probabilities (None: off); blocks then need a halo of
+        ``crf.reach`` pixels.
     """
 
     scene: str
@@ -86,6 +89,12 @@ class SceneJob:
     overlap: int
     batch_size: int = 4
     input: InputOptions = field(default_factory=InputOptions)
+    crf: CrfParams | None = None
+
+    @property
+    def halo(self) -> int:
+        """Pixels of blended context each block needs around its write window."""
+        return self.crf.reach if self.crf else 0
 
     @property
     def weights(self) -> np.ndarray:
@@ -124,10 +133,10 @@ def batches(items: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
 
 
 def tiles_to_compute(block: Block, valid: np.ndarray, tile: int) -> list[Window]:
-    """The block's tiles that have a valid pixel inside its write window, in global order."""
+    """The block's tiles that have a valid pixel inside its blended window, in global order."""
     keep = []
     for t in block.tiles(tile):
-        inside = t.intersection(block.write)
+        inside = t.intersection(block.blended)
         if inside is not None and valid[inside.relative_to(block.extent).slices()].any():
             keep.append(t)
     return keep
@@ -141,8 +150,9 @@ def segment_block(
     weights: np.ndarray,
     batch_size: int = 4,
     on_tiles: TileCallback | None = None,
+    crf: CrfParams | None = None,
 ) -> BlockResult:
-    """Predict, blend and trim one block.
+    """Predict, blend, (optionally) refine with a CRF, and trim one block.
 
     Parameters
     ----------
@@ -160,6 +170,10 @@ def segment_block(
         Tiles per predictor call.
     on_tiles
         Called with the number of tiles after each batch (for progress bars).
+    crf
+        Refine the blended probabilities with a local CRF on ``pixels`` before the arg-max. The
+        block must blend a halo of at least ``crf.reach`` pixels (``plan_blocks(..., halo=)``),
+        so the result is the same for any block size.
 
     Returns
     -------
@@ -167,7 +181,7 @@ def segment_block(
         uint8 classes (255 = nodata) and confidence (%) over ``block.write``.
     """
     tile = weights.shape[0]
-    acc = BlockAccumulator(block.write, predictor.num_classes)
+    acc = BlockAccumulator(block.blended, predictor.num_classes)
     todo = tiles_to_compute(block, valid, tile)
     for group in batches(todo, batch_size):
         local = [t.relative_to(block.extent).slices() for t in group]
@@ -176,8 +190,24 @@ def segment_block(
             acc.add(t, p, weights * valid[s])
         if on_tiles:
             on_tiles(len(group))
-    classes, confidence = acc.classes_and_confidence()
+    if crf is None:
+        classes, confidence = acc.crop(block.write).classes_and_confidence()
+    else:
+        classes, confidence = refined_classes(acc, pixels, block, crf)
     return BlockResult(block=block, classes=classes, confidence=confidence, tiles=len(todo))
+
+
+def refined_classes(
+    acc: BlockAccumulator, pixels: np.ndarray, block: Block, crf: CrfParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Classes and confidence over ``block.write`` after a CRF over the blended window."""
+    from geoseg.models.crf import crf_refine  # torch: only when a CRF is asked for
+
+    image = pixels[(slice(None), *block.blended.relative_to(block.extent).slices())]
+    refined = crf_refine(acc.probabilities(), image, crf)
+    return classes_of_probabilities(
+        refined[(slice(None), *block.write.relative_to(block.blended).slices())]
+    )
 
 
 def read_block(reader: SceneReader, block: Block, job: SceneJob) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +230,9 @@ def run_block(
             pixels, valid = read_block(own, block, job)
     else:
         pixels, valid = read_block(reader, block, job)
-    return segment_block(pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles)
+    return segment_block(
+        pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles, job.crf
+    )
 
 
 def scene_path(path: str | os.PathLike[str]) -> str:

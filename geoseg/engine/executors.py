@@ -60,7 +60,7 @@ class SequentialExecutor:
                 if i + 1 < len(blocks):
                     pending = pool.submit(read_block, reader, blocks[i + 1], job)
                 yield segment_block(
-                    pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles
+                    pixels, valid, block, predictor, job.weights, job.batch_size, on_tiles, job.crf
                 )
 
     def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:

@@ -26,7 +26,7 @@ from geoseg.io.files import check_writable, is_virtual_path, require_file
 from geoseg.io.raster import scene_grid
 from geoseg.models.contract import ModelContract, check_input
 from geoseg.models.modelfile import file_sha256, read_contract
-from geoseg.options import VECTOR_FORMATS, OutputOptions, PredictOptions
+from geoseg.options import VECTOR_FORMATS, CrfParams, OutputOptions, PredictOptions
 from geoseg.vector.vectorize import vectorize_raster
 
 Progress = Callable[[int, int], None]
@@ -125,8 +125,16 @@ def model_job(
     inference = options.inference
     spec = ModelSpec(os.path.abspath(model), file_sha256(model), inference.device, inference.tta)
     tile, overlap = options.tiling.resolve(contract.tile_size)
+    crf = (inference.crf_params or contract.crf or CrfParams()) if inference.crf else None
     return SceneJob(
-        scene, spec, contract.normalization, tile, overlap, options.tiling.batch_size, options.input
+        scene,
+        spec,
+        contract.normalization,
+        tile,
+        overlap,
+        options.tiling.batch_size,
+        options.input,
+        crf,
     )
 
 
@@ -145,6 +153,7 @@ def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:
         "normalization": repr(job.normalization),
         "tiling": [job.tile, job.overlap, block_size],
         "input": repr(job.input),
+        "crf": repr(job.crf),
     }
 
 
@@ -180,7 +189,7 @@ def segment_scene(
     started = time.perf_counter()
     grid = scene_grid(job.scene, job.input)
     size = block_size or default_block_size(job.tile, job.overlap, max(grid.shape))
-    blocks = plan_blocks(TileGrid(grid.height, grid.width, job.tile, job.overlap), size)
+    blocks = plan_blocks(TileGrid(grid.height, grid.width, job.tile, job.overlap), size, job.halo)
     counter = TileCounter(sum(b.num_tiles for b in blocks), progress)
     key = resume_key(job, size) if resume else None
     with ClassRasterWriter(

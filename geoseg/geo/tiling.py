@@ -128,6 +128,9 @@ class Block:
         ``extent`` clipped to the scene: the pixels to read from the raster.
     tile_rows, tile_cols
         Start offsets (scene coordinates) of the block's tiles, in global grid order.
+    blend
+        Pixels whose blended probabilities the block needs: ``write``, or ``write`` with a halo
+        (clipped to the scene) for a neighbourhood step such as a CRF.
     """
 
     row: int
@@ -137,6 +140,12 @@ class Block:
     read: Window
     tile_rows: tuple[int, ...]
     tile_cols: tuple[int, ...]
+    blend: Window | None = None
+
+    @property
+    def blended(self) -> Window:
+        """The window the block blends probabilities over (``write`` unless it has a halo)."""
+        return self.blend or self.write
 
     @property
     def id(self) -> str:
@@ -168,16 +177,21 @@ def starts_overlapping(starts: tuple[int, ...], tile: int, lo: int, hi: int) -> 
     return tuple(s for s in starts if s < hi and s + tile > lo)
 
 
-def make_block(grid: TileGrid, row: int, col: int, write: Window) -> Block:
-    """The block that writes ``write``: its tiles, their extent, and what to read."""
-    rows = starts_overlapping(grid.row_starts, grid.tile, write.row, write.row_stop)
-    cols = starts_overlapping(grid.col_starts, grid.tile, write.col, write.col_stop)
+def make_block(grid: TileGrid, row: int, col: int, write: Window, halo: int = 0) -> Block:
+    """The block that writes ``write``: its tiles, their extent, and what to read.
+
+    With a ``halo``, the block blends (and so computes the tiles of) ``write`` grown by ``halo``
+    pixels, clipped to the scene.
+    """
+    blend = write.buffer(halo).clip(grid.scene) if halo else write
+    rows = starts_overlapping(grid.row_starts, grid.tile, blend.row, blend.row_stop)
+    cols = starts_overlapping(grid.col_starts, grid.tile, blend.col, blend.col_stop)
     extent = Window(
         rows[0], cols[0], rows[-1] + grid.tile - rows[0], cols[-1] + grid.tile - cols[0]
     )
     read = extent.intersection(grid.scene)
     assert read is not None  # the extent always covers the (non-empty) write window
-    return Block(row, col, write, extent, read, rows, cols)
+    return Block(row, col, write, extent, read, rows, cols, blend if halo else None)
 
 
 def default_block_size(tile: int, overlap: int, scene: int | None = None, strides: int = 8) -> int:
@@ -198,11 +212,12 @@ def default_block_size(tile: int, overlap: int, scene: int | None = None, stride
     return -(-scene // pieces)
 
 
-def plan_blocks(grid: TileGrid, block_size: int) -> list[Block]:
+def plan_blocks(grid: TileGrid, block_size: int, halo: int = 0) -> list[Block]:
     """Cut the scene into square blocks of ``block_size`` pixels (smaller at the right and bottom).
 
     Any block size gives the same output; larger blocks recompute fewer boundary tiles but hold
     more memory (about ``block_size**2 * (classes + 1) * 4`` bytes for the blend accumulator).
+    ``halo`` grows each block's blended window (see :func:`make_block`).
     """
     if block_size < 1:
         raise InvalidInputError(
@@ -211,7 +226,9 @@ def plan_blocks(grid: TileGrid, block_size: int) -> list[Block]:
         )
     rows = {w.row: i for i, w in enumerate(cover(grid.scene, (block_size, grid.width)))}
     cols = {w.col: j for j, w in enumerate(cover(grid.scene, (grid.height, block_size)))}
-    return [make_block(grid, rows[w.row], cols[w.col], w) for w in cover(grid.scene, block_size)]
+    return [
+        make_block(grid, rows[w.row], cols[w.col], w, halo) for w in cover(grid.scene, block_size)
+    ]
 
 
 def computed_pixels(blocks: list[Block], tile: int) -> int:

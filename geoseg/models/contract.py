@@ -16,6 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from geoseg.errors import ContractMismatchError, GsdMismatchWarning, ModelFileError
+from geoseg.options import CrfParams
 
 Mode = Literal["multiclass", "binary"]
 CONTRACT_VERSION = 1
@@ -105,6 +106,8 @@ class ModelContract:
         Tile size it was trained at: the default tile for prediction.
     band_names
         Optional names of the input bands, for people.
+    crf
+        CRF parameters tuned for this model (``train --tune-crf``), used by ``predict --crf``.
     """
 
     arch: str
@@ -118,6 +121,7 @@ class ModelContract:
     gsd: float | None = None
     tile_size: int = 512
     band_names: tuple[str, ...] = field(default=())
+    crf: CrfParams | None = None
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -157,6 +161,7 @@ class ModelContract:
         try:
             data: dict[str, Any] = json.loads(text)
             norm = data.pop("normalization", None)
+            crf = data.pop("crf", None)
             return cls(
                 **{
                     **data,
@@ -166,6 +171,7 @@ class ModelContract:
                     "normalization": Normalization(**{k: tuple(v) for k, v in norm.items()})
                     if norm
                     else None,
+                    "crf": CrfParams(**crf) if crf else None,
                 }
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -240,12 +246,22 @@ def describe(contract: ModelContract) -> list[tuple[str, str]]:
         ("scaling low", _fmt(norm.low)),
         ("scaling high", _fmt(norm.high)),
         ("mean / std", f"{_fmt(norm.mean)} / {_fmt(norm.std)}"),
+        ("CRF", _crf_text(contract.crf)),
     ]
     rows += [
         (f"class {i}", f"{name}  #{''.join(f'{v:02x}' for v in color)}")
         for i, (name, color) in enumerate(zip(contract.classes, contract.colors, strict=True))
     ]
     return rows
+
+
+def _crf_text(crf: CrfParams | None) -> str:
+    if crf is None:
+        return "not tuned (predict --crf uses the defaults)"
+    return (
+        f"tuned: {crf.iterations} steps, window {crf.window}, smoothness {crf.smoothness_weight:g}"
+        f", appearance {crf.appearance_weight:g} (sigma {crf.appearance_sigma_rgb:g})"
+    )
 
 
 def _fmt(values: Sequence[float]) -> str:

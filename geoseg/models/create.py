@@ -9,7 +9,13 @@ from pathlib import Path
 from geoseg.errors import InvalidInputError, ModelFileError
 from geoseg.models.contract import ModelContract
 from geoseg.models.modelfile import read_state_dict, save_model_file
-from geoseg.models.registry import build_network, check_arch, check_encoder
+from geoseg.models.registry import (
+    build_network,
+    check_arch,
+    check_encoder,
+    tile_multiple,
+    uses_encoder,
+)
 
 
 def create_model(
@@ -54,7 +60,15 @@ def create_model(
             option="classes",
         )
     contract = replace(contract, arch=check_arch(contract.arch))
-    check_encoder(contract.encoder)
+    if uses_encoder(contract.arch):
+        check_encoder(contract.encoder)
+    multiple = tile_multiple(contract.arch)
+    if contract.tile_size % multiple:
+        raise InvalidInputError(
+            f"{contract.arch} needs tiles that are a multiple of {multiple} px, got "
+            f"{contract.tile_size}; set `tile` to e.g. {contract.tile_size // multiple * multiple or multiple}",
+            option="tile",
+        )
     net = build_network(
         contract.arch,
         contract.encoder,

@@ -1,6 +1,8 @@
-"""SMP architectures and encoders by name, and the factory that builds a network.
+"""Architectures and encoders by name, and the factory that builds a network.
 
 Like SMP's own ``create_model``: a dict registry, one factory, errors that list valid choices.
+The registry holds SMP's architectures and geoseg's classic ones
+(:mod:`geoseg.models.classic`: FCN, SegNet, FRRN, FC-DenseNet, RefineNet, GCN, ICNet, ENet).
 Encoders are always built with ``encoder_weights=None`` (nothing is downloaded); pretrained
 encoder weights can be loaded from a local file.
 """
@@ -19,8 +21,27 @@ from geoseg.models.modelfile import read_state_dict
 
 @functools.cache
 def architectures() -> dict[str, type]:
-    """Lower-case architecture name -> SMP model class (``unet``, ``deeplabv3plus``, ...)."""
-    return {name.lower(): cls for name, cls in smp().MODEL_ARCHITECTURES_MAPPING.items()}
+    """Lower-case architecture name -> network class (``unet``, ``deeplabv3plus``, ``fcn8s``...)."""
+    from geoseg.models.classic import CLASSIC_ARCHITECTURES  # torch: imported on first use
+
+    smp_archs = {name.lower(): cls for name, cls in smp().MODEL_ARCHITECTURES_MAPPING.items()}
+    return {**smp_archs, **CLASSIC_ARCHITECTURES}
+
+
+def uses_encoder(arch: str) -> bool:
+    """Whether ``arch`` is built over an SMP encoder (every SMP one; some classic ones)."""
+    from geoseg.models.classic import CLASSIC_ARCHITECTURES, USES_ENCODER
+
+    key = arch.lower()
+    return key not in CLASSIC_ARCHITECTURES or key in USES_ENCODER
+
+
+def tile_multiple(arch: str) -> int:
+    """What tile sides must be a multiple of for ``arch`` (32 for SMP's; see each classic one)."""
+    from geoseg.models.classic import CLASSIC_ARCHITECTURES
+    from geoseg.models.classic import tile_multiple as classic_multiple
+
+    return classic_multiple(arch) if arch.lower() in CLASSIC_ARCHITECTURES else 32
 
 
 @functools.cache
@@ -85,7 +106,14 @@ def build_network(
     >>> net = build_network("unet", "resnet18", in_channels=4, outputs=3)  # doctest: +SKIP
     """
     cls = architectures()[check_arch(arch)]
-    check_encoder(encoder)
+    if uses_encoder(arch):
+        check_encoder(encoder)
+    elif encoder_weights_file is not None:
+        raise ModelFileError(
+            f"{arch} has its own encoder, so `encoder_weights` cannot be loaded into it; choose "
+            "an architecture built over an SMP encoder (unet, fpn, fcn8s, ...)",
+            option="encoder_weights",
+        )
     try:
         net = cls(
             encoder_name=encoder,
@@ -95,7 +123,7 @@ def build_network(
             **kwargs,
         )
     except (ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ModelFileError(f"SMP cannot build {arch} with encoder {encoder}: {exc}") from exc
+        raise ModelFileError(f"cannot build {arch} with encoder {encoder}: {exc}") from exc
     if encoder_weights_file is not None:
         load_encoder_weights(net, encoder_weights_file)
     return net

@@ -32,12 +32,13 @@ from geoseg.io.files import atomic_output, check_writable, require_file
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
 from geoseg.models.contract import ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
-from geoseg.models.predictor import resolve_device
+from geoseg.models.predictor import resolve_device, scores_to_probabilities
 from geoseg.models.registry import build_network, check_arch, check_encoder
 from geoseg.options import LabelOptions, TrainOptions
 from geoseg.training.losses import build_loss, class_weights, learning_rate
 from geoseg.training.metrics import Scores, confusion_matrix, fmt, per_class
 from geoseg.training.sampling import Split, TrainingSet
+from geoseg.training.tune_crf import store_tuned_crf
 
 CHECKPOINT_KEY = "geoseg_checkpoint"
 T = TypeVar("T")
@@ -134,10 +135,26 @@ class Trainer:
         xt, yt = self.to_device(x, y)
         with self.autocast():
             loss = self.loss(self.net(xt).float(), yt)
+            aux = getattr(self.net, "aux_logits", ())  # ICNet's cascade label guidance
+            if aux:
+                from geoseg.models.classic.icnet import cascade_loss
+
+                loss = loss + cascade_loss([a.float() for a in aux], yt, self.loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities ``(N, K, H, W)`` of a normalised batch (float32)."""
+        import torch
+
+        self.net.eval()
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
+        with torch.inference_mode(), self.autocast():
+            logits = self.net(xt.contiguous(memory_format=torch.channels_last)).float()
+        probs: np.ndarray = scores_to_probabilities(logits, self.mode).cpu().numpy()
+        return probs
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class ids ``(N, H, W)`` of a normalised batch."""
@@ -449,6 +466,8 @@ def train_model(
             progress=progress,
         )
         state = fit(data, contract, plan, opts.loss, device, out, resume)
+        if opts.tune_crf:
+            contract, _ = store_tuned_crf(out, data, contract, device)
     return TrainResult(
         model_path=out,
         checkpoint_path=checkpoint_path(out),

@@ -51,11 +51,12 @@ inputs; ``unfold`` 1.3 s and about 240 MiB.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
+
+from geoseg.options import CrfParams
 
 __all__ = ["CrfParams", "crf_refine", "crf_refine_tensor"]
 
@@ -64,78 +65,6 @@ PROB_FLOOR = 1e-6
 
 CHUNK_ELEMENTS = 1 << 24
 """Default bound on the elements of one unfolded chunk of ``Q`` (64 MiB of float32)."""
-
-COMPATIBILITIES = ("potts",)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"CrfParams.{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"CrfParams.{name} must be >= {minimum}, got {value!r}")
-
-
-def _check_float(name: str, value: object, *, positive: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"CrfParams.{name} must be a number, got {value!r}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"CrfParams.{name} must be finite and {bound}, got {value!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class CrfParams:
-    """Parameters of :func:`crf_refine`; every field is validated on construction.
-
-    Examples
-    --------
-    >>> CrfParams().reach
-    15
-    >>> CrfParams(window=4)
-    Traceback (most recent call last):
-    ...
-    ValueError: CrfParams.window must be odd, got 4
-    """
-
-    iterations: int = 5
-    """Mean-field steps (0 returns ``softmax(-U)``, the input renormalised)."""
-    window: int = 7
-    """Side of the local window (odd, >= 3); the kernel reaches ``window // 2`` pixels."""
-    smoothness_weight: float = 3.0
-    smoothness_sigma: float = 3.0
-    """Pixels."""
-    appearance_weight: float = 5.0
-    appearance_sigma_xy: float = 5.0
-    """Pixels; the window truncates the kernel however large this is."""
-    appearance_sigma_rgb: float = 0.3
-    """In the units of the (already normalised) image passed in."""
-    compatibility: str = "potts"
-
-    def __post_init__(self) -> None:
-        _check_int("iterations", self.iterations, 0)
-        _check_int("window", self.window, 3)
-        if self.window % 2 == 0:
-            raise ValueError(f"CrfParams.window must be odd, got {self.window!r}")
-        _check_float("smoothness_weight", self.smoothness_weight, positive=False)
-        _check_float("smoothness_sigma", self.smoothness_sigma, positive=True)
-        _check_float("appearance_weight", self.appearance_weight, positive=False)
-        _check_float("appearance_sigma_xy", self.appearance_sigma_xy, positive=True)
-        _check_float("appearance_sigma_rgb", self.appearance_sigma_rgb, positive=True)
-        if self.compatibility not in COMPATIBILITIES:
-            raise ValueError(
-                f"CrfParams.compatibility must be one of {COMPATIBILITIES}, "
-                f"got {self.compatibility!r}"
-            )
-
-    @property
-    def radius(self) -> int:
-        """Pixels one mean-field step reaches: ``window // 2``."""
-        return self.window // 2
-
-    @property
-    def reach(self) -> int:
-        """Pixels of context one output pixel depends on: ``iterations * (window // 2)``."""
-        return self.iterations * self.radius
 
 
 def _pairwise_kernel(image: torch.Tensor, valid: torch.Tensor, params: CrfParams) -> torch.Tensor:
