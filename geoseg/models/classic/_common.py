@@ -36,6 +36,15 @@ def check_no_kwargs(arch: str, kwargs: dict[str, Any]) -> None:
         raise TypeError(f"{arch} got unexpected keyword arguments: {sorted(kwargs)}")
 
 
+def check_arguments(
+    arch: str, in_channels: int, classes: int, encoder_weights: str | None, kwargs: dict[str, Any]
+) -> None:
+    """The checks every classic architecture runs first (sizes, no downloads, no stray keywords)."""
+    check_sizes(in_channels, classes)
+    check_no_weights(encoder_weights)
+    check_no_kwargs(arch, kwargs)
+
+
 def smp_encoder(name: str, in_channels: int, output_stride: int = 32, **kwargs: Any) -> nn.Module:
     """An SMP encoder of depth 5 with random weights (features at strides 1, 2, 4, 8, 16, 32).
 

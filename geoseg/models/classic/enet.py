@@ -39,9 +39,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
 )
 
@@ -221,9 +219,7 @@ class ENet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("ENet", kwargs)
+        check_arguments("ENet", in_channels, classes, encoder_weights, kwargs)
         self.initial = InitialBlock(in_channels)
         self.down1 = DownsamplingBottleneck(self.initial.out_channels, 64, dropout / 10)
         self.stage1 = nn.Sequential(*(Bottleneck(64, dropout=dropout / 10) for _ in range(4)))

@@ -32,9 +32,7 @@ import torch
 from torch import nn
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
 )
 
@@ -128,9 +126,7 @@ class _FCDenseNet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs(type(self).__name__, kwargs)
+        check_arguments(type(self).__name__, in_channels, classes, encoder_weights, kwargs)
         growth = self.GROWTH
         self.first = nn.Conv2d(in_channels, first_channels, 3, padding=1)
         channels = first_channels

@@ -25,9 +25,7 @@ from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
     bilinear_up2,
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     encoder_channels,
     smp_encoder,
@@ -68,9 +66,7 @@ class _FCN(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs(type(self).__name__, kwargs)
+        check_arguments(type(self).__name__, in_channels, classes, encoder_weights, kwargs)
         self.encoder = smp_encoder(encoder_name, in_channels)
         channels = encoder_channels(self.encoder)
         self.fc = nn.Sequential(

@@ -28,9 +28,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     conv_bn_relu,
 )
@@ -140,9 +138,7 @@ class FRRN(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("FRRN", kwargs)
+        check_arguments("FRRN", in_channels, classes, encoder_weights, kwargs)
         self.stem = nn.Sequential(
             conv_bn_relu(in_channels, base_width, kernel_size=5),
             *(ResidualUnit(base_width) for _ in range(3)),

@@ -24,9 +24,7 @@ from torch import nn
 
 from geoseg.models.classic._common import (
     bilinear_up2,
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     encoder_channels,
     smp_encoder,
@@ -109,9 +107,7 @@ class GCN(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("GCN", kwargs)
+        check_arguments("GCN", in_channels, classes, encoder_weights, kwargs)
         self.encoder = smp_encoder(encoder_name, in_channels)
         features = encoder_channels(self.encoder)
         self.gcn = nn.ModuleList(GCNBlock(features[s], classes, kernel_size) for s in self.STAGES)

@@ -42,9 +42,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     conv_bn_relu,
     encoder_channels,
@@ -131,9 +129,7 @@ class ICNet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("ICNet", kwargs)
+        check_arguments("ICNet", in_channels, classes, encoder_weights, kwargs)
         try:
             self.encoder = smp_encoder(encoder_name, in_channels, output_stride=16)
         except (ValueError, NotImplementedError, AttributeError) as exc:

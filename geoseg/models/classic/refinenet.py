@@ -27,9 +27,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     encoder_channels,
     resize,
@@ -136,9 +134,7 @@ class RefineNet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("RefineNet", kwargs)
+        check_arguments("RefineNet", in_channels, classes, encoder_weights, kwargs)
         self.encoder = smp_encoder(encoder_name, in_channels)
         features = encoder_channels(self.encoder)
         widths = [2 * channels, channels, channels, channels]  # strides 32, 16, 8, 4

@@ -24,9 +24,7 @@ from torch import nn
 from torch.nn import functional as nnf
 
 from geoseg.models.classic._common import (
-    check_no_kwargs,
-    check_no_weights,
-    check_sizes,
+    check_arguments,
     check_tile,
     conv_bn_relu,
 )
@@ -65,9 +63,7 @@ class SegNet(nn.Module):
         **kwargs: Any,
     ) -> None:
         super().__init__()
-        check_sizes(in_channels, classes)
-        check_no_weights(encoder_weights)
-        check_no_kwargs("SegNet", kwargs)
+        check_arguments("SegNet", in_channels, classes, encoder_weights, kwargs)
         if len(widths) != len(VGG16_LAYERS):
             raise ValueError(f"SegNet needs {len(VGG16_LAYERS)} widths, got {list(widths)}")
         self.encoder = nn.ModuleList()
