@@ -175,6 +175,8 @@ def test_wrapped_uint16_model_with_a_scene_stretch(tmp_path, capsys):
     assert np.array_equal(first, second)  # the stretch is the scene's, not a block's
     assert (first[:8] == NODATA_CLASS).all() and (first[8:] != NODATA_CLASS).all()
     assert len(set(np.unique(first[8:]))) > 1  # scaled into range: not one saturated class
+    byte = write(tmp_path / "byte.tif", pixels(3))  # a stretch scales any dtype
+    assert predict(byte, model, tmp_path / "c") == 0
     assert run_app(["model-create", "--dtype", "uint16", "--stretch", "2,98", "--low", "0",
                     "--classes", "a,b", "--out", str(tmp_path / "x.safetensors")]) == 2  # fmt: skip
     assert "give --stretch (computed over each scene) or --low/--high" in refused(capsys, tmp_path)
@@ -194,10 +196,11 @@ def test_old_contract_version_still_loads(tmp_path, models):
 # --- nodata kinds -------------------------------------------------------------------------------
 
 
-def test_float_with_nan_nodata(tmp_path, models):
+@pytest.mark.parametrize("declared", [float("nan"), None], ids=["nan-nodata", "undeclared"])
+def test_float_with_nan_nodata(tmp_path, models, declared):
     data = pixels(3, "float32") / 255
     data[:, 40:] = np.nan
-    scene = write(tmp_path / "s.tif", data.astype("float32"), nodata=float("nan"))
+    scene = write(tmp_path / "s.tif", data.astype("float32"), nodata=declared)
     assert predict(scene, models["float"], tmp_path / "o") == 0
     result = classes(tmp_path / "o")
     assert (result[40:] == NODATA_CLASS).all() and (result[:40] != NODATA_CLASS).all()
