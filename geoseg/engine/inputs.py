@@ -63,7 +63,7 @@ def choose_bands(
     >>> choose_bands("a.tif", BandLayout(3), 4, None)
     Traceback (most recent call last):
     ...
-    geoseg.errors.ContractMismatchError: a.tif: has 3 band(s) but the model expects 4; use an image with 4 bands or a model made for 3
+    geoseg.errors.ContractMismatchError: a.tif: has 3 band(s) but the model expects 4; use an image with 4 bands (bands picks them from a larger file) or a model made for 3
     """
     if explicit:
         chosen = tuple(explicit)
@@ -92,7 +92,10 @@ def band_count_error(
     else:
         problem = f"has {layout.count} band(s){flags} but the model expects {needed}"
     if layout.count < needed:
-        fix = f"use an image with {needed} bands or a model made for {layout.count}"
+        fix = (
+            f"use an image with {needed} bands (`bands` picks them from a larger file) or a "
+            f"model made for {layout.count}"
+        )
     elif layout.count == needed and layout.alpha_masks:
         fix = f"set `bands` to {example} to use band {layout.alpha_masks[0]} as data anyway"
     else:
