@@ -114,6 +114,14 @@ class GsdMismatchWarning(GeosegWarning):
     """The input's ground sample distance is far from the model's."""
 
 
+class AlphaBandWarning(GeosegWarning):
+    """A band flagged alpha is used as data, or a declared nodata value shadows an alpha mask."""
+
+
+class EmptySceneWarning(GeosegWarning):
+    """Every pixel of a scene is nodata: the outputs are valid but empty."""
+
+
 def choice_error(
     kind: str, received: str, valid: Sequence[str], option: str | None = None
 ) -> UnknownChoiceError:

@@ -9,8 +9,14 @@ import typer
 from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
-from geoseg.cli.options import split_list
-from geoseg.models.contract import ModelContract, describe, parse_color
+from geoseg.cli.options import parse_numbers, split_list
+from geoseg.models.contract import (
+    ModelContract,
+    check_stretch,
+    declared_normalization,
+    describe,
+    parse_color,
+)
 from geoseg.models.create import create_model
 from geoseg.models.modelfile import file_sha256, read_contract
 
@@ -35,7 +41,21 @@ def model_create(
     ),
     encoder_weights: Path = typer.Option(None, help="Local pretrained encoder state dict."),
     colors: str = typer.Option(None, help="One colour per class: '#000000;#ff0000' or r/g/b;..."),
-    dtype: str = typer.Option("uint8", help="Pixel dtype the model expects."),
+    dtype: str = typer.Option(
+        "uint8", help="Input pixel dtype: uint8, uint16, int16, float32 or float64."
+    ),
+    low: str = typer.Option(
+        None, help="Value scaled to 0, one or one per band (default: the dtype's minimum)."
+    ),
+    high: str = typer.Option(
+        None, help="Value scaled to 1, one or one per band (default: the dtype's maximum)."
+    ),
+    mean: str = typer.Option(None, help="Mean of the scaled [0, 1] values, per band (0.5)."),
+    std: str = typer.Option(None, help="Std of the scaled [0, 1] values, per band (0.25)."),
+    stretch: str = typer.Option(
+        None,
+        help="Percentiles low,high (e.g. 2,98) computed over each scene instead of --low/--high.",
+    ),
     binary: bool = typer.Option(False, "--binary", help="One sigmoid output (2 classes)."),
     gsd: float = typer.Option(None, help="Ground sample distance (m) the model is meant for."),
     tile: int = typer.Option(512, help="Default tile size for prediction."),
@@ -44,6 +64,10 @@ def model_create(
     """Write a model file: random weights, or WEIGHTS trained elsewhere with SMP."""
     names = tuple(split_list(classes))
     palette = tuple(parse_color(c) for c in colors.split(";")) if colors else ()
+    percentiles = check_stretch(parse_numbers(stretch, "stretch"))
+    given = {"low": low, "high": high, "mean": mean, "std": std}
+    scaling = {name: parse_numbers(text, name) for name, text in given.items()}
+    norm = declared_normalization(dtype, bands, stretch=percentiles, **scaling)
     contract = ModelContract(
         arch=arch,
         encoder=encoder,
@@ -54,8 +78,12 @@ def model_create(
         mode="binary" if binary else "multiclass",
         gsd=gsd,
         tile_size=tile,
+        normalization=norm,
+        stretch=percentiles,
     )
     path = create_model(
         out, contract, weights=weights, encoder_weights=encoder_weights, overwrite=overwrite
     )
-    console.print(f"wrote {path} ({arch}/{encoder}, {bands} bands, classes: {', '.join(names)})")
+    console.print(
+        f"wrote {path} ({arch}/{encoder}, {bands} bands of {dtype}, classes: {', '.join(names)})"
+    )

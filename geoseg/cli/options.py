@@ -53,6 +53,20 @@ def parse_bands(text: str | None) -> tuple[int, ...] | None:
         raise typer.BadParameter(f"{text!r}: give 1-based band numbers like 1,2,3") from None
 
 
+def parse_numbers(text: str | None, name: str) -> tuple[float, ...]:
+    """``"0, 10000"`` -> ``(0.0, 10000.0)``; empty -> ``()``; a typo is a usage error.
+
+    Examples
+    --------
+    >>> parse_numbers("0,1e4", "high"), parse_numbers(None, "low")
+    ((0.0, 10000.0), ())
+    """
+    try:
+        return tuple(float(v) for v in split_list(text))
+    except ValueError:
+        raise typer.BadParameter(f"{name} {text!r}: give numbers like 0,10000") from None
+
+
 def option(default: Any, *names: str, help: str) -> Any:
     """A typer option (a thin alias, so shared options read as one table below)."""
     return typer.Option(default, *names, help=help)

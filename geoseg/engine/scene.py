@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,13 @@ import numpy as np
 
 from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
-from geoseg.geo.geobox import RasterGrid
+from geoseg.engine.inputs import PreparedInput, prepare_input
+from geoseg.errors import EmptySceneWarning
 from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
 from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.files import check_writable, is_virtual_path, require_file
 from geoseg.io.raster import scene_grid
-from geoseg.models.contract import ModelContract, check_input
+from geoseg.models.contract import ModelContract, Normalization
 from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.options import VECTOR_FORMATS, CrfParams, OutputOptions, PredictOptions
 from geoseg.vector.vectorize import vectorize_raster
@@ -119,23 +121,23 @@ class PredictResult:
 
 
 def model_job(
-    scene: str, model: str | os.PathLike[str], contract: ModelContract, options: PredictOptions
+    scene: str,
+    model: str | os.PathLike[str],
+    contract: ModelContract,
+    options: PredictOptions,
+    normalization: Normalization | None = None,
 ) -> SceneJob:
-    """The :class:`SceneJob` that runs a model file over a scene."""
+    """The :class:`SceneJob` that runs a model file over a scene.
+
+    ``normalization`` (default: the contract's) is the scaling resolved for this scene by
+    :func:`check_scene` (a contract's percentile stretch is computed over the scene).
+    """
     inference = options.inference
     spec = ModelSpec(os.path.abspath(model), file_sha256(model), inference.device, inference.tta)
     tile, overlap = options.tiling.resolve(contract.tile_size)
     crf = (inference.crf_params or contract.crf or CrfParams()) if inference.crf else None
-    return SceneJob(
-        scene,
-        spec,
-        contract.normalization,
-        tile,
-        overlap,
-        options.tiling.batch_size,
-        options.input,
-        crf,
-    )
+    norm = normalization or contract.normalization
+    return SceneJob(scene, spec, norm, tile, overlap, options.tiling.batch_size, options.input, crf)
 
 
 def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:
@@ -236,11 +238,21 @@ def write_blocks(
     return computed
 
 
-def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> RasterGrid:
-    """Check a scene against a model's contract (bands, dtype; warn on pixel size) before work."""
-    grid = scene_grid(scene, options.input)
-    check_input(contract, scene, grid.count, grid.dtype, grid.gsd)
-    return grid
+def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> PreparedInput:
+    """Check a scene against a model's contract before work: bands (alpha flags), dtype; warn on
+    pixel size. Returns the bands to read and the scaling (see :mod:`geoseg.engine.inputs`)."""
+    return prepare_input(scene, contract, options.input)
+
+
+def warn_if_empty(scene: str, segment: SegmentResult) -> None:
+    """One warning when every pixel of the scene is nodata (the outputs are valid but empty)."""
+    if not segment.class_pixels.any():
+        warnings.warn(
+            f"{scene}: every pixel is nodata, so the outputs are empty; if that is wrong, check "
+            "the file's nodata value or mask, or give the nodata value explicitly",
+            EmptySceneWarning,
+            stacklevel=3,
+        )
 
 
 def predict_scene(
@@ -283,8 +295,9 @@ def predict_scene(
     require_file(scene, "scene")
     path = scene_path(scene)
     contract = read_contract(model)
-    job = model_job(path, model, contract, options)
-    check_scene(path, contract, options)
+    prepared = check_scene(path, contract, options)
+    options = replace(options, input=prepared.input)
+    job = model_job(path, model, contract, options, prepared.normalization)
     paths = OutputPaths.for_scene(path, out_dir, options.output)
     for existing in paths.existing():
         check_writable(existing, options.overwrite)
@@ -298,6 +311,7 @@ def predict_scene(
         overwrite=options.overwrite,
         resume=options.resume,
     )
+    warn_if_empty(path, seg)
     result = PredictResult(scene=path, segment=seg, seconds={"segment": seg.seconds})
     for target in paths.vectors:
         vec = vectorize_raster(

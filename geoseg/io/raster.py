@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,12 +24,12 @@ import rasterio.shutil
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, MaskFlags, Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from geoseg.conventions import NODATA_CLASS
-from geoseg.errors import InvalidInputError, RasterReadError
+from geoseg.errors import AlphaBandWarning, InvalidInputError, RasterReadError
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.window import Window
 from geoseg.io.files import Closing, Committing, PendingOutput, atomic_output, require_file
@@ -41,6 +42,8 @@ so a big cache only holds stale blocks and makes peak memory grow with the scene
 ``GDAL_CACHEMAX`` in the environment wins."""
 GDAL_WRITE_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS"}
 """GDAL settings while writing COGs."""
+ALPHA_SAMPLE_SIDE = 256
+"""Side of the decimated read that decides whether a band flagged alpha is a mask."""
 
 
 @contextmanager
@@ -72,9 +75,66 @@ def grid_of(ds: DatasetReader, bands: Sequence[int]) -> RasterGrid:
     return RasterGrid(ds.width, ds.height, ds.crs, ds.transform, dtype, len(bands))
 
 
-def data_bands(ds: DatasetReader) -> list[int]:
-    """1-based indexes of the bands that carry data (every band except an alpha band)."""
-    return [i for i, ci in enumerate(ds.colorinterp, start=1) if ci != ColorInterp.alpha]
+@dataclass(frozen=True)
+class BandLayout:
+    """How a file's bands are flagged: how many, which are alpha, and which alpha bands hold data.
+
+    A band flagged alpha is a *mask* when a sample of it holds only 0 and the dtype's maximum
+    (255 for uint8); otherwise it holds data (e.g. NIR written with ``photometric=RGB``).
+
+    Examples
+    --------
+    >>> layout = BandLayout(4, alpha=(4,), alpha_data=(4,))
+    >>> layout.default_bands(alpha_as_data=False), layout.default_bands(alpha_as_data=True)
+    ([1, 2, 3], [1, 2, 3, 4])
+    >>> BandLayout(4, alpha=(4,)).describe()
+    'band 4 is flagged alpha and is a mask, only 0 and 255'
+    """
+
+    count: int
+    alpha: tuple[int, ...] = ()
+    alpha_data: tuple[int, ...] = ()
+
+    @property
+    def alpha_masks(self) -> tuple[int, ...]:
+        """Alpha-flagged bands that are masks."""
+        return tuple(b for b in self.alpha if b not in self.alpha_data)
+
+    def default_bands(self, alpha_as_data: bool) -> list[int]:
+        """Every band but the alpha bands (``alpha_as_data``: but the alpha *masks*)."""
+        skip = self.alpha_masks if alpha_as_data else self.alpha
+        return [b for b in range(1, self.count + 1) if b not in skip]
+
+    def describe(self) -> str:
+        """The alpha flags in words, e.g. ``band 4 is flagged alpha and holds data``."""
+        parts = [f"band {b} is flagged alpha and holds data" for b in self.alpha_data]
+        parts += [
+            f"band {b} is flagged alpha and is a mask, only 0 and 255" for b in self.alpha_masks
+        ]
+        return "; ".join(parts)
+
+
+def band_layout(ds: DatasetReader) -> BandLayout:
+    """The :class:`BandLayout` of an open dataset (reads a small sample of each alpha band)."""
+    alpha = tuple(i for i, ci in enumerate(ds.colorinterp, start=1) if ci == ColorInterp.alpha)
+    return BandLayout(ds.count, alpha, tuple(b for b in alpha if alpha_holds_data(ds, b)))
+
+
+def alpha_holds_data(ds: DatasetReader, band: int) -> bool:
+    """True when a decimated sample of ``band`` holds values other than 0 and the dtype's max."""
+    shape = (min(ds.height, ALPHA_SAMPLE_SIDE), min(ds.width, ALPHA_SAMPLE_SIDE))
+    try:
+        with gdal_env():
+            sample = ds.read(band, out_shape=shape, resampling=Resampling.nearest)
+    except RasterioError as exc:
+        raise RasterReadError(f"{ds.name}: read failed in band {band} ({exc})") from exc
+    top = np.iinfo(sample.dtype).max if sample.dtype.kind in "iu" else 1.0
+    return bool(np.any((sample != 0) & (sample != top)))
+
+
+def mask_is_alpha(ds: DatasetReader) -> bool:
+    """True when GDAL takes the validity mask from an alpha band (no nodata, no internal mask)."""
+    return any(MaskFlags.alpha in flags for flags in ds.mask_flag_enums)
 
 
 def check_bands(ds: DatasetReader, bands: Sequence[int]) -> None:
@@ -110,24 +170,51 @@ def read_pixels(ds: DatasetReader, window: Window, bands: Sequence[int]) -> np.n
 
 
 def valid_mask(
-    ds: DatasetReader, window: Window, pixels: np.ndarray, nodata: float | None
+    ds: DatasetReader,
+    window: Window | None,
+    pixels: np.ndarray,
+    nodata: float | None,
+    gdal_mask: bool = True,
 ) -> np.ndarray:
-    """Boolean ``(h, w)`` mask of valid pixels.
+    """Boolean ``(h, w)`` mask of valid pixels of ``window`` (None: the whole raster at the
+    shape of ``pixels``, e.g. a decimated read).
 
     With an explicit ``nodata`` value, a pixel is invalid when every band equals it. Otherwise
-    GDAL's dataset mask is used (nodata value, internal mask or alpha band). NaNs are always
-    invalid.
+    GDAL's dataset mask is used (nodata value, internal mask or alpha band), unless
+    ``gdal_mask`` is False because that mask would be an alpha band holding data. NaNs are
+    always invalid.
     """
     if nodata is not None:
         valid = ~np.all(pixels == pixels.dtype.type(nodata), axis=0)
-    elif has_declared_mask(ds):
-        with gdal_env():
-            valid = ds.dataset_mask(window=to_rio(window)) > 0
+    elif has_declared_mask(ds) and (gdal_mask or not mask_is_alpha(ds)):
+        valid = read_dataset_mask(ds, window, pixels.shape[1:]) > 0
     else:
         valid = np.ones(pixels.shape[1:], dtype=bool)
     if pixels.dtype.kind == "f":
         valid &= ~np.any(np.isnan(pixels), axis=0)
     return valid
+
+
+def read_dataset_mask(
+    ds: DatasetReader, window: Window | None, shape: tuple[int, ...]
+) -> np.ndarray:
+    """GDAL's dataset mask of ``window`` (or of the whole raster read at ``shape``).
+
+    rasterio warns (``NodataShadowWarning``) on every read of a file with both a nodata value
+    and an alpha band; geoseg says it once per file instead (see :func:`nodata_shadows_alpha`).
+    """
+    where = {"window": to_rio(window)} if window else {"out_shape": tuple(shape)}
+    with gdal_env(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        try:
+            return ds.dataset_mask(**where)
+        except RasterioError as exc:
+            raise RasterReadError(f"{ds.name}: mask read failed ({exc})") from exc
+
+
+def nodata_shadows_alpha(ds: DatasetReader, layout: BandLayout) -> bool:
+    """True when the file declares nodata *and* an alpha mask: GDAL then ignores the alpha."""
+    return ds.nodata is not None and bool(layout.alpha_masks)
 
 
 class SceneReader(Closing):
@@ -140,6 +227,11 @@ class SceneReader(Closing):
         dataset, which the reader then uses but does not close (rio-tiler's ``dataset=``).
     options
         Bands (default: every band except alpha) and a nodata value for files that declare none.
+    alpha_as_data
+        Default bands include alpha-flagged bands that hold data (not masks), as in training.
+
+    A band flagged alpha that holds data is never used as the validity mask: validity then comes
+    from the file's nodata or internal mask, or the explicit ``nodata``.
 
     Examples
     --------
@@ -148,7 +240,11 @@ class SceneReader(Closing):
     """
 
     def __init__(
-        self, source: str | os.PathLike[str] | DatasetReader, options: InputOptions | None = None
+        self,
+        source: str | os.PathLike[str] | DatasetReader,
+        options: InputOptions | None = None,
+        *,
+        alpha_as_data: bool = False,
     ) -> None:
         options = options or InputOptions()
         if isinstance(source, DatasetReader):
@@ -156,7 +252,8 @@ class SceneReader(Closing):
         else:
             self._ds, self._owned, self.path = open_dataset(source), True, os.fspath(source)
         try:
-            self.bands = list(options.bands) if options.bands else data_bands(self._ds)
+            self.layout = band_layout(self._ds)
+            self.bands = list(options.bands or self.layout.default_bands(alpha_as_data))
             check_bands(self._ds, self.bands)
         except Exception:
             self.close()
@@ -167,7 +264,47 @@ class SceneReader(Closing):
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Pixels ``(C, h, w)`` in the file's dtype and the valid mask ``(h, w)`` of ``window``."""
         pixels = read_pixels(self._ds, window, self.bands)
-        return pixels, valid_mask(self._ds, window, pixels, self.nodata)
+        return pixels, self._valid(window, pixels)
+
+    def read_decimated(self, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole scene read at most ``max_side`` pixels a side (nearest; GDAL picks
+        overviews) and its valid mask: for scene-wide statistics such as a percentile stretch."""
+        grid = self.grid
+        step = max(1, -(-max(grid.height, grid.width) // max_side))
+        shape = (len(self.bands), -(-grid.height // step), -(-grid.width // step))
+        try:
+            with gdal_env():
+                pixels = self._ds.read(self.bands, out_shape=shape, resampling=Resampling.nearest)
+        except RasterioError as exc:
+            raise RasterReadError(f"{self.path}: decimated read failed ({exc})") from exc
+        return pixels, self._valid(None, pixels)
+
+    def _valid(self, window: Window | None, pixels: np.ndarray) -> np.ndarray:
+        return valid_mask(self._ds, window, pixels, self.nodata, not self.layout.alpha_data)
+
+    @property
+    def file_nodata(self) -> float | None:
+        """The nodata value the file declares, if any."""
+        return None if self._ds.nodata is None else float(self._ds.nodata)
+
+    def warn_about_alpha(self) -> None:
+        """One warning when an alpha-flagged band is read as data, or when the file's nodata
+        value makes GDAL ignore its alpha mask (call once per file, not per read)."""
+        used = [b for b in self.layout.alpha_data if b in self.bands]
+        if used:
+            message = (
+                f"band {used[0]} is flagged alpha but holds data; using it as data, not as a "
+                "mask (validity comes from nodata or an internal mask)"
+            )
+        elif self.nodata is None and nodata_shadows_alpha(self._ds, self.layout):
+            message = (
+                f"declares nodata {self._ds.nodata:g} and an alpha mask (band "
+                f"{self.layout.alpha_masks[0]}); GDAL takes validity from the nodata value and "
+                "ignores the alpha band"
+            )
+        else:
+            return
+        warnings.warn(f"{self.path}: {message}", AlphaBandWarning, stacklevel=2)
 
     def close(self) -> None:
         """Close the dataset if this reader opened it."""

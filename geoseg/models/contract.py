@@ -8,6 +8,7 @@ run, and normalises exactly as training did.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -15,11 +16,19 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoseg.errors import ContractMismatchError, GsdMismatchWarning, ModelFileError
+from geoseg.errors import (
+    ContractMismatchError,
+    GsdMismatchWarning,
+    InvalidInputError,
+    ModelFileError,
+)
+from geoseg.io.raster import SUPPORTED_DTYPES
 from geoseg.options import CrfParams
 
 Mode = Literal["multiclass", "binary"]
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2
+"""Version 2 adds ``stretch`` (a percentile stretch computed over each scene) and ``crf`` (tuned
+CRF parameters); version 1 files load with neither, which is what they meant."""
 GSD_TOLERANCE = 1.5
 """Warn when the input's pixel size differs from the model's by more than this factor."""
 
@@ -41,6 +50,7 @@ DEFAULT_COLORS = [
     (255, 250, 200),
     (128, 0, 0),
 ]
+GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32"}
 DTYPE_RANGES = {"uint8": (0.0, 255.0), "uint16": (0.0, 65535.0), "int16": (-32768.0, 32767.0)}
 
 
@@ -108,6 +118,12 @@ class ModelContract:
         Optional names of the input bands, for people.
     crf
         CRF parameters tuned for this model (``train --tune-crf``), used by ``predict --crf``.
+    stretch
+        Percentiles ``(low, high)``, e.g. ``(2, 98)``: the per-band ``low``/``high`` of the
+        normalisation are computed over each scene (once, from a decimated read) instead of
+        taken from the contract; ``mean``/``std`` still apply. Such a model accepts any dtype.
+    version
+        Contract version the file was written with.
     """
 
     arch: str
@@ -122,9 +138,21 @@ class ModelContract:
     tile_size: int = 512
     band_names: tuple[str, ...] = field(default=())
     crf: CrfParams | None = None
+    stretch: tuple[float, float] | None = None
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
+        if self.version > CONTRACT_VERSION:
+            raise ModelFileError(
+                f"the model contract is version {self.version} but this geoseg reads up to "
+                f"{CONTRACT_VERSION}; upgrade geoseg"
+            )
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise ModelFileError(
+                f"the model's input dtype {self.dtype!r} is not one of {', '.join(SUPPORTED_DTYPES)}"
+            )
+        if self.stretch is not None:
+            object.__setattr__(self, "stretch", tuple(float(p) for p in self.stretch))
         object.__setattr__(self, "classes", tuple(self.classes))
         colors = tuple(tuple(int(v) for v in c[:3]) for c in self.colors)
         object.__setattr__(self, "colors", colors or default_colors(len(self.classes)))
@@ -168,6 +196,7 @@ class ModelContract:
                     "classes": tuple(data["classes"]),
                     "colors": tuple(tuple(c) for c in data["colors"]),
                     "band_names": tuple(data.get("band_names", ())),
+                    "stretch": tuple(data["stretch"]) if data.get("stretch") else None,
                     "normalization": Normalization(**{k: tuple(v) for k, v in norm.items()})
                     if norm
                     else None,
@@ -181,6 +210,101 @@ class ModelContract:
 def default_colors(count: int) -> tuple[tuple[int, int, int], ...]:
     """A distinct colour per class; class 0 (background) is black."""
     return tuple(DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count))
+
+
+def declared_normalization(
+    dtype: str,
+    bands: int,
+    *,
+    low: Sequence[float] = (),
+    high: Sequence[float] = (),
+    mean: Sequence[float] = (),
+    std: Sequence[float] = (),
+    stretch: tuple[float, float] | None = None,
+) -> Normalization:
+    """A normalisation declared for a network trained elsewhere (``model-create``).
+
+    Each of ``low``, ``high``, ``mean``, ``std`` is empty (the default: the dtype's range,
+    mean 0.5, std 0.25), one value for every band, or one value per band. ``mean``/``std`` are
+    of the scaled values in [0, 1]. With a ``stretch``, ``low``/``high`` are computed per scene
+    and may not be given. Raises :class:`InvalidInputError` naming the option.
+
+    Examples
+    --------
+    >>> norm = declared_normalization("uint16", 2, low=[0], high=[10000, 4000])
+    >>> norm.high, norm.mean
+    ((10000.0, 4000.0), (0.5, 0.5))
+    >>> declared_normalization("uint16", 2, low=[5], high=[5])
+    Traceback (most recent call last):
+    ...
+    geoseg.errors.InvalidInputError: band 1: high 5 is not above low 5; set high above low
+    """
+    check_dtype(dtype)
+    if stretch and (low or high):
+        raise InvalidInputError(
+            "give `stretch` (computed over each scene) or `low`/`high`, not both",
+            options=("stretch", "low", "high"),
+        )
+    base = Normalization.for_dtype(dtype, bands)
+    values = {
+        name: per_band(name, given, bands) or getattr(base, name)
+        for name, given in (("low", low), ("high", high), ("mean", mean), ("std", std))
+    }
+    for band, (lo, hi) in enumerate(zip(values["low"], values["high"], strict=True), start=1):
+        if not hi > lo:
+            raise InvalidInputError(
+                f"band {band}: high {hi:g} is not above low {lo:g}; set `high` above `low`",
+                options=("high", "low"),
+            )
+    if any(not s > 0 for s in values["std"]):
+        raise InvalidInputError(f"std {list(values['std'])} must be > 0; fix `std`", option="std")
+    return Normalization(**values)
+
+
+def per_band(option: str, given: Sequence[float], bands: int) -> tuple[float, ...]:
+    """``given`` as one value per band (one value is repeated); empty stays empty.
+
+    Examples
+    --------
+    >>> per_band("low", [0], 3), per_band("low", [], 3)
+    ((0.0, 0.0, 0.0), ())
+    """
+    if len(given) not in (0, 1, bands) or not all(math.isfinite(v) for v in given):
+        raise InvalidInputError(
+            f"{option} {list(given)} does not fit {bands} band(s); set `{option}` to one finite "
+            "number or one per band",
+            option=option,
+        )
+    return tuple(float(v) for v in given) * (bands if len(given) == 1 else 1)
+
+
+def check_dtype(dtype: str) -> str:
+    """Raise unless ``dtype`` is a pixel dtype geoseg reads."""
+    if dtype not in SUPPORTED_DTYPES:
+        raise InvalidInputError(
+            f"dtype {dtype!r} is not supported; set `dtype` to one of {', '.join(SUPPORTED_DTYPES)}",
+            option="dtype",
+        )
+    return dtype
+
+
+def check_stretch(stretch: Sequence[float] | None) -> tuple[float, float] | None:
+    """Percentiles ``(low, high)`` with ``0 <= low < high <= 100``, or None.
+
+    Examples
+    --------
+    >>> check_stretch([2, 98])
+    (2.0, 98.0)
+    """
+    if stretch is None or len(stretch) == 0:
+        return None
+    if len(stretch) != 2 or not 0 <= stretch[0] < stretch[1] <= 100:
+        raise InvalidInputError(
+            f"stretch {list(stretch)} is invalid; set `stretch` to two percentiles low,high with "
+            "0 <= low < high <= 100 (e.g. 2,98)",
+            option="stretch",
+        )
+    return float(stretch[0]), float(stretch[1])
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -219,10 +343,12 @@ def check_input(
             f"to {contract.bands} band numbers (e.g. {','.join(map(str, range(1, contract.bands + 1)))})",
             option="bands",
         )
-    if not compatible_dtypes(contract.dtype, dtype):
+    if not compatible_dtypes(contract.dtype, dtype) and contract.stretch is None:
         raise ContractMismatchError(
-            f"{source}: pixels are {dtype} but the model was trained on {contract.dtype}; "
-            f"convert the scene (gdal_translate -ot) or use a model trained on {dtype}"
+            f"{source}: pixels are {dtype} but the model expects {contract.dtype} and its "
+            f"contract does not say how to scale {dtype}; convert the scene (gdal_translate -ot "
+            f"{GDAL_TYPES.get(contract.dtype, contract.dtype)} -scale) or wrap the network for "
+            f"{dtype} with model-create, declaring its dtype and scaling (low/high or stretch)"
         )
     if gsd and contract.gsd and not 1 / GSD_TOLERANCE <= gsd / contract.gsd <= GSD_TOLERANCE:
         warnings.warn(
@@ -243,10 +369,10 @@ def describe(contract: ModelContract) -> list[tuple[str, str]]:
         ("input", f"{contract.bands} band(s) of {contract.dtype}"),
         ("tile size", f"{contract.tile_size} px"),
         ("GSD", f"{contract.gsd:g} m" if contract.gsd else "unspecified"),
-        ("scaling low", _fmt(norm.low)),
-        ("scaling high", _fmt(norm.high)),
-        ("mean / std", f"{_fmt(norm.mean)} / {_fmt(norm.std)}"),
+        *scaling_rows(contract),
+        ("mean / std", f"{_fmt(norm.mean)} / {_fmt(norm.std)} (of the scaled values)"),
         ("CRF", _crf_text(contract.crf)),
+        ("contract", f"version {contract.version}"),
     ]
     rows += [
         (f"class {i}", f"{name}  #{''.join(f'{v:02x}' for v in color)}")
@@ -262,6 +388,16 @@ def _crf_text(crf: CrfParams | None) -> str:
         f"tuned: {crf.iterations} steps, window {crf.window}, smoothness {crf.smoothness_weight:g}"
         f", appearance {crf.appearance_weight:g} (sigma {crf.appearance_sigma_rgb:g})"
     )
+
+
+def scaling_rows(contract: ModelContract) -> list[tuple[str, str]]:
+    """How pixels are scaled to [0, 1]: fixed low/high, or a percentile stretch per scene."""
+    norm = contract.normalization
+    assert norm is not None
+    if contract.stretch:
+        low, high = contract.stretch
+        return [("scaling", f"per scene: percentiles {low:g}-{high:g} of each band -> [0, 1]")]
+    return [("scaling low", _fmt(norm.low)), ("scaling high", _fmt(norm.high))]
 
 
 def _fmt(values: Sequence[float]) -> str:

@@ -345,7 +345,7 @@ class TrainingSet:
     ) -> None:
         self.stack = ExitStack()
         try:
-            self.readers = [self.stack.enter_context(SceneReader(p)) for p in images]
+            self.readers = [self.stack.enter_context(open_image(p)) for p in images]
             check_same_input(self.readers)
             self.labels: list[LabelSource] = [
                 self.stack.enter_context(closing(s.open(r.grid, classes)))
@@ -404,6 +404,14 @@ class TrainingSet:
     def close(self) -> None:
         """Close every file."""
         self.stack.close()
+
+
+def open_image(path: str) -> SceneReader:
+    """A training image: every band but alpha *masks* (an alpha-flagged band holding data, such
+    as NIR written with ``photometric=RGB``, is data; one warning says so)."""
+    reader = SceneReader(path, alpha_as_data=True)
+    reader.warn_about_alpha()
+    return reader
 
 
 def check_same_input(readers: Sequence[SceneReader]) -> None:

@@ -30,7 +30,7 @@ from geoseg.errors import InvalidInputError
 from geoseg.geo.window import cover
 from geoseg.io.files import atomic_output, check_writable, require_file
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
-from geoseg.models.contract import ModelContract, Normalization, default_colors
+from geoseg.models.contract import Mode, ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
 from geoseg.models.predictor import resolve_device, scores_to_probabilities
 from geoseg.models.registry import build_network, check_arch, check_encoder
@@ -153,7 +153,8 @@ class Trainer:
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(self.device)
         with torch.inference_mode(), self.autocast():
             logits = self.net(xt.contiguous(memory_format=torch.channels_last)).float()
-        probs: np.ndarray = scores_to_probabilities(logits, self.mode).cpu().numpy()
+        mode: Mode = "binary" if self.mode == "binary" else "multiclass"
+        probs: np.ndarray = scores_to_probabilities(logits, mode).cpu().numpy()
         return probs
 
     def predict(self, x: np.ndarray) -> np.ndarray:
