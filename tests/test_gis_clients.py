@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stac_schemas import validation_errors
 
 from geoseg.engine.provenance import write_predict_item
 from geoseg.engine.scene import predict_scene
 from geoseg.options import OutputOptions, PredictOptions
 from geoseg.testing import create_test_model, write_test_scene
-from stac_schemas import validation_errors
 
 CLASSES = ["background", "water", "building"]
 COLORS = {"background": "#e0e0d8", "water": "#1f78b4", "building": "#dc143c"}
@@ -52,7 +52,9 @@ def prediction(tmp_path_factory):
     data = np.kron(coarse, np.ones((16, 16)))[:, :200, :300].astype(np.uint8)
     data[:, :20] = 0
     scene = write_test_scene(folder / "scene.tif", data, nodata=0)
-    model = create_test_model(folder / "m.safetensors", "unet", "resnet18", 3, CLASSES, tile_size=64)
+    model = create_test_model(
+        folder / "m.safetensors", "unet", "resnet18", 3, CLASSES, tile_size=64
+    )
     options = PredictOptions(
         output=OutputOptions(vector_formats=("gpkg", "shp"), confidence=True), overwrite=True
     )
@@ -66,7 +68,7 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_stac_item_validates_and_lists_every_file(prediction):
-    result, record = prediction
+    _, record = prediction
     item = json.loads(record.read_text())
     assert validation_errors(item) == []
     hrefs = {a["href"] for a in item["assets"].values()}
@@ -100,7 +102,7 @@ def test_gdalinfo_reads_categories_colour_table_and_rat(prediction):
     assert band["categories"] == CLASSES
     entries = band["colorTable"]["entries"]
     assert len(entries) == len(CLASSES)
-    assert ["#%02x%02x%02x" % tuple(e[:3]) for e in entries] == list(COLORS.values())
+    assert ["#{:02x}{:02x}{:02x}".format(*e[:3]) for e in entries] == list(COLORS.values())
     rat = info["rat"]
     assert [row["f"][1] for row in rat["row"]] == CLASSES
 

@@ -49,7 +49,7 @@ def nice_length(metres: float) -> float:
     (20.0, 1000.0)
     """
     power = 10 ** math.floor(math.log10(max(metres, 1e-9)))
-    return max(step * power for step in (1, 2, 5) if step * power <= metres)
+    return float(max(step * power for step in (1, 2, 5) if step * power <= metres))
 
 
 def stretched(image_path: str | os.PathLike[str], shape: tuple[int, int]) -> np.ndarray:

@@ -455,7 +455,9 @@ def train_model(
     names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], lab.classes)
     with closing(TrainingSet(paths, specs, names, opts.tile, opts.val_fraction, opts.seed)) as data:
         contract = make_contract(data, names, arch, opts.encoder, opts.tile)
-        contract = dataclasses.replace(contract, colors=lab.colors) if lab.colors else contract  # classes file
+        contract = (
+            dataclasses.replace(contract, colors=lab.colors) if lab.colors else contract
+        )  # classes file
         if resume and checkpoint_path(out).exists():
             contract = check_resumable(checkpoint_path(out), contract)
         steps = opts.steps_per_epoch or default_steps(data.split, opts.tile, opts.batch_size)

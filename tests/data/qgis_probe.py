@@ -18,14 +18,13 @@ QgsApplication.messageLog().messageReceived.connect(
 classes, confidence, vector = sys.argv[1:4]
 raster = QgsRasterLayer(classes, "classes")
 renderer = raster.renderer()
-palette = [
-    [c.value, c.label, c.color.name()] for c in getattr(renderer, "classes", lambda: [])()
-]
+palette = [[c.value, c.label, c.color.name()] for c in getattr(renderer, "classes", lambda: [])()]
 conf = QgsRasterLayer(confidence, "confidence")
 layer = QgsVectorLayer(vector, "polygons", "ogr")
 vec = layer.renderer()
 categories = [
-    [c.value(), c.label(), c.symbol().color().name()] for c in getattr(vec, "categories", lambda: [])()
+    [c.value(), c.label(), c.symbol().color().name()]
+    for c in getattr(vec, "categories", lambda: [])()
 ]
 print(
     json.dumps(
