@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # torch first, pinned: the CPU wheel. A newer torch would pull several GB of CUDA wheels.
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean gis-check
 
 $(BIN)/geoseg: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ lint: setup
 	$(BIN)/ruff format --check geoseg flows tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# GDAL's tools and QGIS 3.22+ against a small prediction (Debian, as root). qgis_process.bin is
+# called directly: bookworm's wrapper passes --noversioncheck, which QGIS 3.22 rejects.
+gis-check: setup
+	apt-get update -qq
+	apt-get install -y -qq gdal-bin
+	apt-get install -y -qq --no-install-recommends qgis
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -ra tests/test_gis_clients.py
 
 bench: setup
 	$(BIN)/python benchmarks/bench_predict.py

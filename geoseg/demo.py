@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from geoseg.engine.scene import PredictResult, predict_scene
-from geoseg.io.quicklook import overlay_png
+from geoseg.io.quicklook_sheet import write_sheet
 from geoseg.options import (
     InferenceOptions,
     OutputOptions,
@@ -145,7 +145,7 @@ def run_demo(
         )
         seconds["predict"] = prediction.total_seconds
     report = evaluate(classes, test.classes, out_json=out / "evaluation.json")
-    quicklook = overlay_png(test.image, classes, out / "quicklook.png")
+    quicklook = write_sheet(test.image, classes, out / "quicklook.png")
     seconds["total"] = time.perf_counter() - started
     return DemoResult(
         out_dir=out,

@@ -370,17 +370,27 @@ class LabelOptions:
         Class names by id, background first (default: found in the files).
     unlabeled
         Pixels no feature covers: ``background`` (complete footprints) or ``ignore`` (sparse).
+    colors
+        One RGB colour per class of ``classes`` for the model contract (default: the land-cover
+        palette by class name); e.g. from a classes file (``geoseg train --classes-file``).
     """
 
     class_field: str = "class_name"
     classes: tuple[str, ...] | None = None
     unlabeled: str = "background"
+    colors: tuple[tuple[int, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         if self.unlabeled not in UNLABELED:
             raise choice_error("unlabeled mode", self.unlabeled, UNLABELED, option="unlabeled")
         if self.classes is not None:
             object.__setattr__(self, "classes", tuple(self.classes) or None)
+        if self.colors and len(self.colors) != len(self.classes or ()):
+            raise InvalidInputError(
+                f"{len(self.colors)} colours for classes {list(self.classes or ())}; give one "
+                "colour per class in `classes`",
+                option="classes",
+            )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -165,12 +165,12 @@ def test_the_stac_item_describes_the_outputs(tmp_path, model_files):
     item = read_item(tmp_path / "out" / "demo" / "scene_00.stac.json")
     assert item is not None
     props = item["properties"]
-    assert item["stac_version"] == "1.0.0" and set(item["stac_extensions"]) == set(
+    assert item["stac_version"] == "1.1.0" and set(item["stac_extensions"]) == set(
         EXTENSIONS.values()
     )
     assert item["id"] == "demo-scene_00" and props["geoseg:scene_id"] == "demo/scene_00"
     with rasterio.open(tmp_path / "out" / "demo" / "scene_00_classes.tif") as ds:
-        assert props["proj:epsg"] == 32632
+        assert props["proj:code"] == "EPSG:32632"
         assert props["proj:shape"] == [ds.height, ds.width]
         assert props["proj:transform"] == list(ds.transform)[:6]
     west, south, east, north = item["bbox"]  # synthetic scenes lie near Munich
@@ -183,8 +183,14 @@ def test_the_stac_item_describes_the_outputs(tmp_path, model_files):
     assert props["geoseg:area_ha"] == pytest.approx(dict(outcome.areas_ha), abs=1e-5)
     table = item["assets"]["classes"]["classification:classes"]
     assert [c["name"] for c in table] == [*CLASSES, "nodata"]
-    assert table[1]["color_hint"] == "".join(f"{v:02X}" for v in default_colors(3)[1])
-    assert set(item["assets"]) == {"classes", "polygons_gpkg", "thumbnail"}
+    assert table[1]["color_hint"] == "".join(f"{v:02X}" for v in default_colors(CLASSES)[1])
+    assert set(item["assets"]) == {
+        "classes",
+        "classes_aux",
+        "classes_qml",
+        "polygons_gpkg",
+        "thumbnail",
+    }
     for asset in item["assets"].values():
         assert (tmp_path / "out" / "demo" / asset["href"]).is_file()
     assert item["links"][0]["rel"] == "derived_from"

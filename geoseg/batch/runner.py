@@ -5,7 +5,7 @@ module; it never imports Prefect (the flows add retries, artifacts and schedules
 
 One scene is a chain of small steps, each callable on its own (the scene flow makes each a
 task): :func:`input_fingerprint` -> :func:`freshness` -> :func:`check_scene` ->
-:func:`segment` -> :func:`vectorize` -> :func:`~geoseg.io.quicklook.write_quicklook` ->
+:func:`segment` -> :func:`vectorize` -> :func:`~geoseg.io.quicklook_sheet.write_sheet` ->
 :func:`write_record`. :func:`run_scene` chains them.
 
 The skip rule: a scene is up to date when its STAC record exists (it is written last, so the
@@ -47,7 +47,7 @@ from geoseg.engine.scene import check_scene as check_input_scene
 from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
 from geoseg.geo.tiling import Block
 from geoseg.io.files import is_virtual_path, remove_quietly
-from geoseg.io.quicklook import write_quicklook
+from geoseg.io.quicklook_sheet import write_sheet
 from geoseg.io.stac import (
     ModelInfo,
     asset_paths,
@@ -359,7 +359,7 @@ def run_scene(
     check_scene(run)
     result = segment(run, executor, progress)
     products = [*vectorize(run, result.segment.classes_path)]
-    products.append(write_quicklook(result.segment.classes_path, run.quicklook))
+    products.append(write_sheet(run.source, result.segment.classes_path, run.quicklook, run.id))
     write_record(run, source_fingerprint, result, products)
     return done_outcome(run, result, products, reason, time.perf_counter() - started)
 

@@ -9,6 +9,7 @@ from geoseg.cli import (  # noqa: F401  (registers commands)
     demo,
     evaluate,
     model,
+    model_edit,
     predict,
     train,
     vectorize,

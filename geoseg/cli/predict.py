@@ -11,6 +11,7 @@ from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import progress_bar, summary_table
 from geoseg.engine.executors import make_executor
+from geoseg.engine.provenance import write_predict_item
 from geoseg.engine.scene import PredictResult, predict_scene
 from geoseg.options import (
     CrfParams,
@@ -56,6 +57,9 @@ def predict(
     resume: bool = typer.Option(
         False, "--resume", help="Journal finished blocks; continue an interrupted identical run."
     ),
+    stac: bool = typer.Option(
+        False, "--stac", help="Also write OUT/<stem>.stac.json, a STAC Item listing every file."
+    ),
 ) -> None:
     """Segment SCENE with MODEL into OUT/<stem>_classes.tif and OUT/<stem>.gpkg."""
     options = PredictOptions(
@@ -84,7 +88,19 @@ def predict(
             result = predict_scene(scene, model, out, options, executor=executor, progress=progress)
     finally:
         executor.close()
-    print_summary(result)
+    record = write_predict_item(result, model, options) if stac else None
+    print_summary(result, record)
+
+
+def small_note(small: int) -> str:
+    """How many sub-pixel-scale polygons were kept, with the option that removes them.
+
+    Examples
+    --------
+    >>> small_note(0), small_note(12)
+    ('', ' (12 below 4 pixels: set --min-area to drop them)')
+    """
+    return f" ({small} below 4 pixels: set --min-area to drop them)" if small else ""
 
 
 def crf_override(iterations: int | None, window: int | None) -> CrfParams | None:
@@ -98,7 +114,7 @@ def crf_override(iterations: int | None, window: int | None) -> CrfParams | None
     )
 
 
-def print_summary(result: PredictResult) -> None:
+def print_summary(result: PredictResult, record: Path | None = None) -> None:
     """Area per class, time, throughput and outputs."""
     seg = result.segment
     areas = seg.area_ha()
@@ -121,6 +137,7 @@ def print_summary(result: PredictResult) -> None:
     ]
     if "vectorize" in result.seconds:
         vectorize = f"{result.seconds['vectorize']:.1f} s, {result.vector_features} polygons"
-        rows.append(("vectorize", vectorize))
+        rows.append(("vectorize", vectorize + small_note(result.small_features)))
     rows += [("output", str(p)) for p in result.outputs]
+    rows += [("record", str(record))] if record else []
     console.print(summary_table("summary", rows))

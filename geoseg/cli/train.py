@@ -13,6 +13,7 @@ from rich.table import Table
 from geoseg.cli import options as opt
 from geoseg.cli._app import app, console
 from geoseg.cli._progress import summary_table
+from geoseg.models.palette import read_classes_file
 from geoseg.options import LabelOptions, TrainOptions
 from geoseg.training.train import TrainProgress, TrainResult, train_model
 
@@ -52,6 +53,9 @@ def train(
     out: Path = opt.MODEL_OUT,
     class_field: str = opt.CLASS_FIELD,
     classes: str = opt.CLASSES,
+    classes_file: Path = typer.Option(
+        None, help="Class table (YAML or CSV: id, name, color); sets the classes and colours."
+    ),
     arch: str = opt.ARCH,
     encoder: str = opt.ENCODER,
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
@@ -85,8 +89,12 @@ def train(
         seed=seed,
         tune_crf=tune_crf,
     )
+    names, colors = read_classes_file(classes_file) if classes_file else (None, ())
     label_options = LabelOptions(
-        class_field=class_field, classes=tuple(opt.split_list(classes)) or None, unlabeled=unlabeled
+        class_field=class_field,
+        classes=names or tuple(opt.split_list(classes)) or None,
+        unlabeled=unlabeled,
+        colors=colors,
     )
     with training_bar() as progress:
         result = train_model(

@@ -26,6 +26,7 @@ from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
 from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.files import check_writable, is_virtual_path, require_file
 from geoseg.io.raster import scene_grid
+from geoseg.io.raster_style import write_raster_styles
 from geoseg.models.contract import ModelContract, Normalization
 from geoseg.models.modelfile import file_sha256, read_contract
 from geoseg.options import VECTOR_FORMATS, CrfParams, OutputOptions, PredictOptions
@@ -101,6 +102,7 @@ class PredictResult:
     segment: SegmentResult
     vector_paths: list[Path] = field(default_factory=list)
     vector_features: int = 0
+    small_features: int = 0  # features below 4 pixels' area (see VectorizeResult)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -312,6 +314,10 @@ def predict_scene(
         resume=options.resume,
     )
     warn_if_empty(path, seg)
+    write_raster_styles(
+        seg.classes_path, seg.class_names, contract.colors,
+        counts=seg.class_pixels.tolist(), confidence_path=seg.confidence_path,
+    )  # fmt: skip
     result = PredictResult(scene=path, segment=seg, seconds={"segment": seg.seconds})
     for target in paths.vectors:
         vec = vectorize_raster(
@@ -323,5 +329,6 @@ def predict_scene(
         )
         result.vector_paths.append(vec.path)
         result.vector_features += vec.features
+        result.small_features += vec.small_features
         result.seconds["vectorize"] = result.seconds.get("vectorize", 0.0) + vec.seconds
     return result

@@ -1,9 +1,13 @@
 """Provenance: a STAC Item beside each scene's outputs, and the input fingerprint it records.
 
-The item (``<stem>.stac.json``) says what was made from what: the input and its fingerprint,
-the model file's hash and contract, the parameters, software versions, the class table
-(classification extension), the grid (projection extension), the footprint in WGS84, and assets
-pointing at the class COG, confidence COG, polygon layers and quicklook. GIS catalogs
+The item (``<stem>.stac.json``), built with `pystac <https://pystac.readthedocs.io>`_, says what
+was made from what: the input and its fingerprint, the model (hash, contract, and the STAC
+Machine Learning Model extension: ``mlm:`` name, architecture, input bands and scaling, output
+classes), the parameters, software versions, the grid (``proj:``), the class table
+(``classification:``), band nodata and dtype (``raster:bands``), each file's size and checksum
+(``file:``, a multihash), and the footprint of the *valid* pixels in WGS84. Every file of the
+scene is an asset, side-cars included (``.aux.xml``, ``.qml``, a Shapefile's parts), with hrefs
+relative to the item, so the folder can be moved or synced as a whole. GIS catalogs
 (stac-fastapi, pgstac, QGIS's STAC browser) can index it as it is.
 
 It is written last and atomically, so its presence means the outputs are complete; the batch
@@ -25,17 +29,23 @@ from typing import TYPE_CHECKING, Any
 
 from geoseg.conventions import NODATA_CLASS
 from geoseg.io.files import atomic_output, is_virtual_path
+from geoseg.io.footprint import valid_footprint_wgs84
 from geoseg.io.raster import raster_grid
 
 if TYPE_CHECKING:
     from geoseg.models.contract import ModelContract
 
-STAC_VERSION = "1.0.0"
 EXTENSIONS = {
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
-    "projection": "https://stac-extensions.github.io/projection/v1.1.0/schema.json",
+    "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+    "mlm": "https://stac-extensions.github.io/mlm/v1.4.0/schema.json",
     "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
 }
+"""The extensions every item declares (schemas vendored in ``tests/data/stac_schemas``)."""
+MULTIHASH_SHA256 = "1220"
+"""Multihash prefix of a SHA-256 digest (``file:checksum``): code 0x12, length 0x20."""
 RECORD_SUFFIX = ".stac.json"
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 VECTOR_TYPES = {
@@ -44,6 +54,14 @@ VECTOR_TYPES = {
     ".fgb": "application/vnd.flatgeobuf",
     ".parquet": "application/vnd.apache.parquet",
     ".shp": "application/x-shapefile",
+}
+SIDE_CAR_TYPES = {
+    ".xml": ("application/xml", "GDAL PAM: colour table, category names, attribute table"),
+    ".qml": ("application/xml", "QGIS style"),
+    ".shx": ("application/octet-stream", "Shapefile index"),
+    ".dbf": ("application/dbase", "Shapefile attributes"),
+    ".prj": ("text/plain", "Shapefile CRS"),
+    ".cpg": ("text/plain", "Shapefile encoding"),
 }
 SOFTWARE = (
     "geoseg",
@@ -169,91 +187,214 @@ def scene_item(
     item_id
         Unique id of the item (e.g. the catalog's scene id).
     classes_path
-        The class COG; its grid gives the ``proj:`` fields and the footprint.
+        The class COG; its grid gives the ``proj:`` fields, its valid pixels the footprint.
     source, source_fingerprint
         The input and its :func:`fingerprint`.
     model
-        Model name, file, hash and contract (the class table comes from it).
+        Model name, file, hash and contract (class table and ``mlm:`` fields come from it).
     parameters
         The options that shape the result (compared on the next run).
     outputs
-        Every other product (confidence COG, polygon layers, quicklook), linked as assets.
+        Every other product (confidence COG, polygon layers, quicklook), linked as assets with
+        their side-cars (:func:`side_files`).
     areas_ha
         Hectares per class.
     extra
         More properties (``geoseg:`` prefixed), e.g. execution options or tags.
 
     ``datetime`` is the processing time: geoseg does not know when the input was acquired.
-    Asset hrefs are relative to the item, so the folder can be moved or synced as a whole.
+    Hrefs are relative to the item (the input too, when it is a local file).
+
+    Examples
+    --------
+    >>> item = scene_item("s", Path("out/s_classes.tif"), source="s.tif",
+    ...                   source_fingerprint={}, model=info, parameters={}, outputs=[],
+    ...                   areas_ha={})  # doctest: +SKIP
+    >>> item["assets"]["classes"]["href"]  # doctest: +SKIP
+    './s_classes.tif'
     """
-    grid = raster_grid(classes_path)
-    crs, transform, shape = grid.crs, grid.transform, grid.shape
+    import pystac
+
     created = created or dt.datetime.now(dt.UTC)
     stamp = created.isoformat().replace("+00:00", "Z")
-    geometry, bbox = grid.footprint_wgs84() if crs else (None, None)
+    geometry, bbox = valid_footprint_wgs84(classes_path)
+    item = pystac.Item(
+        item_id,
+        json.loads(json.dumps(geometry)) if geometry else None,
+        bbox,
+        created,
+        properties={"created": stamp, **_properties(classes_path, model, stamp)},
+        stac_extensions=list(EXTENSIONS.values()),
+    )
+    item.properties.update(
+        {
+            "geoseg:input": {"href": source, "fingerprint": dict(source_fingerprint)},
+            "geoseg:model": model.as_json(),
+            "geoseg:parameters": dict(parameters),
+            "geoseg:area_ha": {k: round(v, 6) for k, v in areas_ha.items()},
+            **(extra or {}),
+        }
+    )
+    folder = classes_path.parent
+    item.add_link(pystac.Link("derived_from", _href(source, folder), title="input scene"))
+    for key, asset in _assets(classes_path, outputs, model.contract).items():
+        item.add_asset(key, asset)
+    return dict(item.to_dict(include_self_link=False, transform_hrefs=False))
+
+
+def _properties(classes_path: Path, model: ModelInfo, stamp: str) -> dict[str, Any]:
+    """``proj:``, ``processing:`` and ``mlm:`` properties."""
+    grid = raster_grid(classes_path)
+    crs = grid.crs
+    epsg = crs.to_epsg() if crs else None
     properties: dict[str, Any] = {
-        "datetime": stamp,
-        "created": stamp,
-        "proj:epsg": crs.to_epsg() if crs else None,
-        "proj:shape": list(shape),
-        "proj:transform": list(transform)[:6],
+        "proj:code": f"EPSG:{epsg}" if epsg else None,
+        "proj:shape": list(grid.shape),
+        "proj:transform": list(grid.transform)[:6],
         "processing:datetime": stamp,
         "processing:lineage": f"segmented by geoseg with model {model.name} ({model.contract.arch}/"
         f"{model.contract.encoder})",
         "processing:software": software_versions(),
-        "geoseg:input": {"href": source, "fingerprint": dict(source_fingerprint)},
-        "geoseg:model": model.as_json(),
-        "geoseg:parameters": dict(parameters),
-        "geoseg:area_ha": {k: round(v, 6) for k, v in areas_ha.items()},
-        **(extra or {}),
+        **mlm_properties(model),
     }
-    if properties["proj:epsg"] is None and crs:
+    if epsg is None and crs:
         properties["proj:wkt2"] = crs.to_wkt()
-    item: dict[str, Any] = {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": list(EXTENSIONS.values()),
-        "id": item_id,
-        "geometry": geometry,
-        "properties": properties,
-        "links": [{"rel": "derived_from", "href": _href(source), "title": "input scene"}],
-        "assets": _assets(classes_path, outputs, model.contract),
+    return properties
+
+
+def mlm_properties(model: ModelInfo) -> dict[str, Any]:
+    """The model in the STAC MLM extension (v1.4): name, architecture, input, output classes.
+
+    The contract's scaling, ``clip((x - low) / (high - low), 0, 1)`` then ``(x - mean) / std``,
+    is one ``clip`` to ``[low, high]`` followed by a ``z-score`` with mean ``low + mean * span``
+    and standard deviation ``std * span`` in the input's units (MLM lists one object per band).
+    """
+    c = model.contract
+    norm = c.normalization
+    assert norm is not None
+    names = list(c.band_names) or [f"band_{i}" for i in range(1, c.bands + 1)]
+    scaling = []
+    for low, high, mean, std in zip(norm.low, norm.high, norm.mean, norm.std, strict=True):
+        span = high - low
+        scaling.append({"type": "z-score", "mean": low + mean * span, "stddev": std * span})
+    data_type = c.dtype if c.dtype in _MLM_TYPES else "float32"
+    return {
+        "mlm:name": model.name,
+        "mlm:architecture": f"{c.arch} ({c.encoder} encoder)",
+        "mlm:tasks": ["semantic-segmentation"],
+        "mlm:framework": "pytorch",
+        "mlm:input": [
+            {
+                "name": "image",
+                "bands": names,
+                "input": {
+                    "shape": [-1, c.bands, c.tile_size, c.tile_size],
+                    "dim_order": ["batch", "channel", "height", "width"],
+                    "data_type": data_type,
+                },
+                "value_scaling": scaling,
+                "resize_type": None,
+            }
+        ],
+        "mlm:output": [
+            {
+                "name": "classes",
+                "tasks": ["semantic-segmentation"],
+                "result": {
+                    "shape": [-1, c.num_outputs, c.tile_size, c.tile_size],
+                    "dim_order": ["batch", "channel", "height", "width"],
+                    "data_type": "float32",
+                },
+                "classification:classes": class_table(c)[:-1],
+                "post_processing_function": None,
+            }
+        ],
     }
-    if bbox is not None:
-        item["bbox"] = bbox
-    return item
 
 
-def _href(source: str) -> str:
-    return source if is_virtual_path(source) else Path(source).resolve().as_uri()
+_MLM_TYPES = ("uint8", "uint16", "int16", "float32", "float64")
+
+
+def _href(source: str, folder: Path) -> str:
+    """The input as the item links it: a URL as it is, a local file relative to the item."""
+    if is_virtual_path(source):
+        return source
+    return Path(os.path.relpath(Path(source).resolve(), folder.resolve())).as_posix()
 
 
 def _assets(classes: Path, outputs: Sequence[Path], contract: ModelContract) -> dict[str, Any]:
-    assets: dict[str, Any] = {
-        "classes": {
-            "href": f"./{classes.name}",
-            "type": COG_TYPE,
-            "title": "class raster",
-            "roles": ["data"],
-            "classification:classes": class_table(contract),
-        }
-    }
-    for path in outputs:
-        key, asset = _asset(path)
-        assets[key] = {"href": f"./{path.name}", **asset}
+    """Every file as a :class:`pystac.Asset`, keyed by role, side-cars after their dataset."""
+    import pystac
+
+    assets: dict[str, Any] = {}
+    for path in [classes, *outputs]:
+        key, fields = _describe(path, classes, contract)
+        extra = {**file_fields(path), **fields.pop("extra_fields", {})}
+        assets[key] = pystac.Asset(f"./{path.name}", extra_fields=extra, **fields)
+        for side in side_files(path):
+            media, title = SIDE_CAR_TYPES[side.suffix]
+            roles = ["metadata", "style"] if side.suffix == ".qml" else ["metadata"]
+            part = "aux" if side.suffix == ".xml" else side.suffix.lstrip(".")
+            assets[f"{key}_{part}"] = pystac.Asset(
+                f"./{side.name}",
+                title,
+                media_type=media,
+                roles=roles,
+                extra_fields=file_fields(side),
+            )
     return assets
 
 
-def _asset(path: Path) -> tuple[str, dict[str, Any]]:
+def _describe(path: Path, classes: Path, contract: ModelContract) -> tuple[str, dict[str, Any]]:
+    """Asset key and fields (title, media type, roles, band fields) of a product."""
+    if path == classes:
+        band = {"nodata": NODATA_CLASS, "data_type": "uint8"}
+        return "classes", {
+            "title": "class raster",
+            "media_type": COG_TYPE,
+            "roles": ["data"],
+            "extra_fields": {
+                "raster:bands": [band],
+                "classification:classes": class_table(contract),
+            },
+        }
     if path.suffix == ".tif" and path.stem.endswith("_confidence"):
-        return "confidence", {"type": COG_TYPE, "title": "confidence (%)", "roles": ["data"]}
+        band = {"nodata": NODATA_CLASS, "data_type": "uint8", "unit": "percent"}
+        return "confidence", {
+            "title": "confidence (%)",
+            "media_type": COG_TYPE,
+            "roles": ["data"],
+            "extra_fields": {"raster:bands": [band]},
+        }
     if path.suffix == ".png":
-        return "thumbnail", {"type": "image/png", "title": "quicklook", "roles": ["thumbnail"]}
+        return "thumbnail", {
+            "title": "quicklook",
+            "media_type": "image/png",
+            "roles": ["thumbnail"],
+        }
     media = VECTOR_TYPES.get(path.suffix, "application/octet-stream")
-    return f"polygons_{path.suffix.lstrip('.')}", {
-        "type": media,
-        "title": "class polygons",
-        "roles": ["data"],
+    key = f"polygons_{path.suffix.lstrip('.')}"
+    return key, {"title": "class polygons", "media_type": media, "roles": ["data"]}
+
+
+def file_fields(path: Path) -> dict[str, Any]:
+    """``file:size`` and ``file:checksum`` (SHA-256 multihash, hex) of a local file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "a.bin"
+    >>> _ = path.write_bytes(b"abc")
+    >>> file_fields(path)["file:checksum"][:12]
+    '1220ba7816bf'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return {
+        "file:size": path.stat().st_size,
+        "file:checksum": MULTIHASH_SHA256 + digest.hexdigest(),
     }
 
 
@@ -281,3 +422,18 @@ def read_item(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def asset_paths(item: Mapping[str, Any], folder: str | os.PathLike[str]) -> list[Path]:
     """Local paths of an item's assets (hrefs are relative to the item's folder)."""
     return [Path(folder) / a["href"] for a in item.get("assets", {}).values()]
+
+
+def side_files(path: Path) -> list[Path]:
+    """The files that travel with an output: GDAL's ``.aux.xml``, a ``.qml`` style, a
+    Shapefile's parts (those that exist).
+
+    Examples
+    --------
+    >>> side_files(Path("/nonexistent/a.shp"))
+    []
+    """
+    names = [path.with_name(path.name + ".aux.xml"), path.with_suffix(".qml")]
+    if path.suffix == ".shp":
+        names += [path.with_suffix(s) for s in (".shx", ".dbf", ".prj", ".cpg")]
+    return [p for p in names if p.exists()]

@@ -25,6 +25,9 @@ from geoseg.io.qgis import categorized_qml, categorized_sld, write_gpkg_style
 from geoseg.options import VECTOR_FORMATS
 
 OGR_DRIVERS = {"gpkg": "GPKG", "geojson": "GeoJSON", "fgb": "FlatGeobuf", "shp": "ESRI Shapefile"}
+DATASET_OPTIONS = {"gpkg": {"VERSION": "1.2"}}
+"""GeoPackage 1.2: what GDAL >= 2.2 and QGIS 3.x open without a warning (GDAL 3.6 writes 1.2 by
+default, newer GDAL 1.4, which older readers flag as an unknown version)."""
 SHAPEFILE_PARTS = (".shx", ".dbf", ".prj", ".cpg")
 BATCH_FEATURES = 10_000
 """Features per written batch (a GeoPackage transaction, a Parquet row group)."""
@@ -124,6 +127,7 @@ def write_ogr(
             crs=None if crs is None else crs.to_wkt(),
             encoding="UTF-8" if vector_format == "shp" else None,
             layer_options={"RFC7946": "YES"} if vector_format == "geojson" else None,
+            dataset_options=DATASET_OPTIONS.get(vector_format),
         )
     except Exception:
         if stream.error is not None:

@@ -23,6 +23,7 @@ from geoseg.errors import (
     ModelFileError,
 )
 from geoseg.io.raster import SUPPORTED_DTYPES
+from geoseg.models.palette import palette_colors
 from geoseg.options import CrfParams
 
 Mode = Literal["multiclass", "binary"]
@@ -155,7 +156,7 @@ class ModelContract:
             object.__setattr__(self, "stretch", tuple(float(p) for p in self.stretch))
         object.__setattr__(self, "classes", tuple(self.classes))
         colors = tuple(tuple(int(v) for v in c[:3]) for c in self.colors)
-        object.__setattr__(self, "colors", colors or default_colors(len(self.classes)))
+        object.__setattr__(self, "colors", colors or default_colors(self.classes))
         if len(self.colors) != len(self.classes):
             raise ModelFileError(
                 f"{len(self.classes)} classes but {len(self.colors)} colours; give one per class"
@@ -207,9 +208,9 @@ class ModelContract:
             raise ModelFileError(f"the model contract is malformed ({exc})") from exc
 
 
-def default_colors(count: int) -> tuple[tuple[int, int, int], ...]:
-    """A distinct colour per class; class 0 (background) is black."""
-    return tuple(DEFAULT_COLORS[i % len(DEFAULT_COLORS)] for i in range(count))
+def default_colors(classes: int | Sequence[str]) -> tuple[tuple[int, int, int], ...]:
+    """A colour per class: the land-cover palette by name (:mod:`geoseg.models.palette`)."""
+    return palette_colors(classes)
 
 
 def declared_normalization(

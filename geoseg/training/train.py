@@ -13,6 +13,7 @@ continue after the last finished epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -282,7 +283,7 @@ def make_contract(
         bands=grid.count,
         dtype=grid.dtype,
         classes=tuple(classes),
-        colors=default_colors(len(classes)),
+        colors=default_colors(classes),
         mode="binary" if len(classes) == 2 else "multiclass",
         normalization=data.normalization(),
         gsd=float(np.mean(gsds)) if gsds else None,
@@ -455,6 +456,9 @@ def train_model(
     names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], lab.classes)
     with closing(TrainingSet(paths, specs, names, opts.tile, opts.val_fraction, opts.seed)) as data:
         contract = make_contract(data, names, arch, opts.encoder, opts.tile)
+        contract = (
+            dataclasses.replace(contract, colors=lab.colors) if lab.colors else contract
+        )  # classes file
         if resume and checkpoint_path(out).exists():
             contract = check_resumable(checkpoint_path(out), contract)
         steps = opts.steps_per_epoch or default_steps(data.split, opts.tile, opts.batch_size)

@@ -66,6 +66,8 @@ SIEVE_HALO_FACTOR = 4
 """Sieve halo in multiples of the sieve size. One sieve size is enough to measure every small
 region touching a block whole; a wider halo also measures its neighbours better, so the one it
 joins (the largest) is the same as in a whole-image sieve."""
+SMALL_FEATURE_PIXELS = 4
+"""A polygon below this many pixels' area is counted as sub-pixel scale (likely noise)."""
 SIEVE_HALO_MAX = 1024
 """Largest sieve halo in pixels (bounds memory for a large ``min_area``)."""
 
@@ -84,6 +86,9 @@ class VectorizeResult:
     class_features: dict[str, int]
     area_m2: dict[str, float]
     seconds: float
+    small_features: int = 0
+    """Features smaller than :data:`SMALL_FEATURE_PIXELS` pixels (sub-pixel-scale noise that a
+    ``min_area`` would remove)."""
 
 
 class GroundArea:
@@ -282,6 +287,7 @@ class FeatureBuilder:
             self.reproject = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
         self.class_features: dict[str, int] = {}
         self.area_m2: dict[str, float] = {}
+        self.small_features = 0
 
     def __call__(self, geometries: np.ndarray, class_ids: np.ndarray) -> pa.RecordBatch:
         """One record batch (possibly empty) in :data:`geoseg.io.vector.SCHEMA`."""
@@ -289,6 +295,7 @@ class FeatureBuilder:
         area = self.meter(geometries)
         keep = area >= self.plan.min_area
         geometries, class_ids, area = geometries[keep], class_ids[keep], area[keep]
+        self.small_features += int(np.sum(area < SMALL_FEATURE_PIXELS * self.plan.pixel_area_m2))
         ids, index = np.unique(class_ids, return_inverse=True)
         names = [self.plan.class_name(int(i)) for i in ids]
         for name, count, total in zip(
@@ -419,4 +426,5 @@ def vectorize_raster(
         class_features=dict(builder.class_features),
         area_m2=dict(builder.area_m2),
         seconds=time.perf_counter() - started,
+        small_features=builder.small_features,
     )
