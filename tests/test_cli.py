@@ -76,7 +76,8 @@ def test_predict_refuses_to_overwrite(tmp_path, model_path, capsys):
     assert "--overwrite" in one_line_error(capsys)
     assert (tmp_path / "o" / "s_classes.tif").read_bytes() == before
     assert run_app([*args, "--overwrite"]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s_classes.tif"]
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert written == ["s_classes.qml", "s_classes.tif", "s_classes.tif.aux.xml"]  # no temporaries
 
 
 def test_version_and_usage_errors(tmp_path, capsys):

@@ -57,7 +57,7 @@ def valid_footprint_wgs84(
     scale = min(1.0, max_size / max(grid.shape))
     shape = (max(1, round(grid.height * scale)), max(1, round(grid.width * scale)))
     classes = read_resampled(classes_path, [1], shape, "nearest")[0]
-    transform = grid.transform * Affine.scale(grid.width / shape[1], grid.height / shape[0])
+    transform = grid.transform @ Affine.scale(grid.width / shape[1], grid.height / shape[0])
     outline = valid_outline(classes != NODATA_CLASS, transform)
     if outline.is_empty:
         return None, None
