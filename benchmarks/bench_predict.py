@@ -2,11 +2,13 @@
 
 Prints, on synthetic scenes (``geoseg.synthetic.scenes``):
 
-* model-only throughput (Mpx/s of *scene* pixels) on exactly the tiles the pipeline computed,
-  in batches of the same size;
+* the limit: model-only throughput on the scene's pixels (redundancy 1.0: as many tiles as the
+  scene's pixels fill, in batches of the same size and precision);
 * end-to-end throughput of ``predict_scene`` (read, normalise, infer, blend, COG write, vectorize);
-* their ratio, the pipeline efficiency (target >= 0.9 on CPU);
-* the overlap redundancy (pixels pushed through the model / scene pixels);
+* the efficiency: pipeline / limit (so recomputed and overlapping tiles count against it);
+* tiles computed vs the grid's minimum (tiles of a margin-free overlapping grid), and the
+  redundancy (pixels pushed through the model / scene pixels);
+* with ``--device cuda``: the same on the GPU, and peak GPU memory;
 * peak RSS of a whole run on each memory size (default 4096^2 and 16384^2), each in a fresh
   process, and their ratio (target <= 1.1: memory must not grow with the scene).
 
@@ -78,42 +80,65 @@ def model(arch: str, encoder: str, tile: int, given: str | None = None) -> Path:
     return path
 
 
-def model_only_seconds(model_path: Path, tiles: int, tile: int, batch: int) -> float:
+def model_only_seconds(model_path: Path, tiles: int, tile: int, batch: int, device: str) -> float:
     """Time the predictor alone on ``tiles`` tiles in batches of ``batch`` (random inputs)."""
     from geoseg.models.predictor import load_predictor
 
-    predictor = load_predictor(model_path, device="cpu")
+    predictor = load_predictor(model_path, device=device)
     x = np.random.default_rng(0).normal(size=(batch, 3, tile, tile)).astype(np.float32)
-    predictor(x[:1])  # warm-up
+    predictor(x)  # warm-up (and cuDNN autotuning on a GPU)
     started = time.perf_counter()
     for start in range(0, tiles, batch):
-        predictor(x[: min(batch, tiles - start)])
+        predictor(x[: min(batch, tiles - start)])  # returns host arrays: the GPU has finished
     return time.perf_counter() - started
+
+
+def grid_minimum(size: int, tile: int, overlap: int) -> int:
+    """Tiles of a margin-free overlapping grid over a ``size``^2 scene (the fewest needed)."""
+    from geoseg.geo.tiling import TileGrid
+
+    return TileGrid(size, size, tile, overlap, margin=0).num_tiles
+
+
+def gpu_peak_mb(device: str) -> float:
+    """Peak GPU memory allocated by torch so far (0 on CPU)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return 0.0
+    return float(torch.cuda.max_memory_allocated()) / 2**20
 
 
 def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     """Pipeline vs model-only throughput on one scene."""
     from geoseg.engine.scene import predict_scene
-    from geoseg.options import InferenceOptions, PredictOptions, TilingOptions
+    from geoseg.options import InferenceOptions, OutputOptions, PredictOptions, TilingOptions
 
     path, model_path = scene(size), model(args.arch, args.encoder, args.tile, args.model)
     tiling = TilingOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
+    formats = () if args.vector_format == "none" else (args.vector_format,)
     options = PredictOptions(
-        tiling=tiling, inference=InferenceOptions(device="cpu"), overwrite=True
+        tiling=tiling,
+        inference=InferenceOptions(device=args.device),
+        output=OutputOptions(vector_formats=formats),
+        overwrite=True,
     )
     out = DATA / "out"
     started = time.perf_counter()
     result = predict_scene(path, model_path, out, options)
     pipeline = time.perf_counter() - started
     seg = result.segment
-    model_s = model_only_seconds(model_path, seg.tiles, args.tile, args.batch_size)
+    limit_tiles = math.ceil(seg.scene_pixels / args.tile**2)  # redundancy 1.0
+    model_s = model_only_seconds(model_path, limit_tiles, args.tile, args.batch_size, args.device)
     mpx = seg.scene_pixels / 1e6
     return {
-        "size": size, "tiles": seg.tiles, "redundancy": seg.computed_pixels / seg.scene_pixels,
+        "size": size, "tiles": seg.tiles, "minimum": grid_minimum(size, args.tile, args.overlap),
+        "redundancy": seg.computed_pixels / seg.scene_pixels,
         "model_s": model_s, "pipeline_s": pipeline, "segment_s": seg.seconds,
         "vectorize_s": result.seconds.get("vectorize", 0.0),
-        "model_mpx_s": mpx / model_s, "pipeline_mpx_s": mpx / pipeline,
+        "limit_mpx_s": mpx / model_s, "pipeline_mpx_s": mpx / pipeline,
         "efficiency": model_s / pipeline, "features": result.vector_features,
+        "rss_mb": peak_rss_mb(), "gpu_mb": gpu_peak_mb(args.device),
     }  # fmt: skip
 
 
@@ -182,6 +207,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[2048, 4096])
     parser.add_argument("--memory-sizes", type=int, nargs="*", default=[4096, 16384])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--vector-format", default="gpkg", help="polygon layer format, or none")
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet18")
     parser.add_argument("--tile", type=int, default=512)
@@ -209,15 +236,20 @@ def main() -> None:
     print(f"# machine: {machine()}")
     print(f"# model {args.arch}/{args.encoder}, tile {args.tile}, overlap {args.overlap}, "
           f"batch {args.batch_size}")  # fmt: skip
-    print("\n## throughput (scene Mpx/s)")
-    print("| scene | tiles | redundancy | model-only Mpx/s | pipeline Mpx/s | efficiency | "
-          "segment s | vectorize s | polygons |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"\n## throughput on {args.device} (scene Mpx/s; limit = model-only on the scene's pixels)"
+    )
+    print("| scene | tiles computed | grid minimum | redundancy | limit Mpx/s | pipeline Mpx/s | "
+          "efficiency | segment s | vectorize s | polygons | peak RSS MB | peak GPU MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         r = throughput(size, args)
-        print(f"| {size}^2 | {r['tiles']} | {r['redundancy']:.2f} | {r['model_mpx_s']:.3f} | "
-              f"{r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | {r['segment_s']:.1f} | "
-              f"{r['vectorize_s']:.1f} | {r['features']} |", flush=True)  # fmt: skip
+        print(f"| {size}^2 | {r['tiles']} | {r['minimum']} | {r['redundancy']:.2f} | "
+              f"{r['limit_mpx_s']:.3f} | {r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | "
+              f"{r['segment_s']:.1f} | {r['vectorize_s']:.1f} | {r['features']} | "
+              f"{r['rss_mb']:.0f} | {r['gpu_mb']:.0f} |", flush=True)  # fmt: skip
+    if not args.memory_sizes:
+        return
     stages = "segment + COG" + (" + vectorize" if args.memory_vectorize else "")
     stages += f", block {args.block_size}"
     print(f"\n## peak memory ({stages} in a fresh process; predictor: {args.memory_model})")

@@ -17,7 +17,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pyproj
-from pyogrio.raw import write_arrow
 
 from geoseg.errors import InvalidInputError, choice_error
 from geoseg.io.files import atomic_output
@@ -114,6 +113,8 @@ def write_ogr(
     crs: pyproj.CRS | None,
 ) -> None:
     """Stream batches in :data:`SCHEMA` into one polygon layer of a GDAL vector file."""
+    from pyogrio.raw import write_arrow  # GDAL vector drivers: imported when first needed
+
     stream = _RememberError(batches)
     reader = pa.RecordBatchReader.from_batches(SCHEMA, iter(stream))
     try:
