@@ -21,6 +21,7 @@ from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
+from geoseg.io.checks import check_raster
 from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.files import check_writable, is_virtual_path, require_file
 from geoseg.io.raster import scene_grid
@@ -229,6 +230,7 @@ def write_blocks(
 
 def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> RasterGrid:
     """Check a scene against a model's contract (bands, dtype; warn on pixel size) before work."""
+    check_raster(scene, "scene", options.output.vector_formats)
     grid = scene_grid(scene, options.input)
     check_input(contract, scene, grid.count, grid.dtype, grid.gsd)
     return grid
