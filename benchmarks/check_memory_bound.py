@@ -91,8 +91,9 @@ def main() -> None:
         cmd = [sys.executable, __file__, "--child", str(size), *(["--fake"] if args.fake else [])]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"{size}^2 px: peak RSS {results[-1]['peak_mib']:.0f} MiB "
-              f"({results[-1]['seconds']} s)")  # fmt: skip
+        last = results[-1]
+        print(f"{size}^2 px: peak RSS {last['peak_mib']:.0f} MiB ({last['seconds']} s; "
+              f"{last['after_writing_mib']:.0f} MiB after writing the scene)")  # fmt: skip
     ratio = results[-1]["peak_mib"] / results[0]["peak_mib"]
     pixels = (args.sizes[-1] / args.sizes[0]) ** 2
     print(f"peak RSS ratio {args.sizes[-1]}^2 / {args.sizes[0]}^2: {ratio:.2f} "
