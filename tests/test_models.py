@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pickle
+import socket
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -38,11 +40,31 @@ ARCH_SAMPLES = [
 ]
 
 
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every attempt to resolve a name or open a connection is recorded and refused."""
+    attempts: list[str] = []
+
+    def refuse(name):
+        def blocked(*args, **kwargs):
+            attempts.append(f"{name}{args[1:] if name.endswith('connect') else args}")
+            raise OSError(f"network blocked in tests: {name}")
+
+        return blocked
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse("getaddrinfo"))
+    monkeypatch.setattr(socket, "create_connection", refuse("create_connection"))
+    monkeypatch.setattr(socket.socket, "connect", refuse("socket.connect"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("socket.connect_ex"))
+    return attempts
+
+
 @pytest.mark.parametrize(("arch", "encoder", "size"), ARCH_SAMPLES)
-def test_every_smp_architecture_builds_offline(arch, encoder, size):
+def test_every_smp_architecture_builds_offline(arch, encoder, size, no_network):
     net = build_network(arch, encoder, in_channels=4, outputs=3).eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 4, size, size)).shape == (1, 3, size, size)
+    assert no_network == []  # not even a failed (and swallowed) download attempt
 
 
 def test_unknown_names_list_valid_choices():
@@ -163,10 +185,40 @@ def test_input_is_checked_against_the_contract():
         check_input(contract, "s.tif", 4, "uint16", 0.6)
 
 
+def explicit_d4_mean(predictor, batch):
+    """The mean over the 8 symmetries of the square, each undone, spelt out one by one."""
+    outputs = []
+    for flip in (False, True):
+        for k in range(4):
+            x = batch[..., ::-1] if flip else batch
+            y = predictor(np.ascontiguousarray(np.rot90(x, k, axes=(2, 3))))
+            y = np.rot90(y, -k, axes=(2, 3))
+            outputs.append(y[..., ::-1] if flip else y)
+    return np.mean(outputs, axis=0)
+
+
+@dataclass
+class LeftLeaningPredictor:
+    """Not equivariant: favours class 0 on the left of a tile and class 1 on the right."""
+
+    num_classes: int = 3
+
+    def __call__(self, batch):
+        probs = PixelwisePredictor(batch.shape[1], self.num_classes)(batch)
+        ramp = np.linspace(0, 1, batch.shape[-1], dtype=np.float32)
+        probs[:, 0] += 1 - ramp
+        probs[:, 1] += ramp * np.linspace(0.5, 1.5, batch.shape[-2])[:, None]
+        return probs / probs.sum(axis=1, keepdims=True)
+
+
 def test_d4_tta_of_an_equivariant_predictor_is_unchanged():
-    inner = PixelwisePredictor(3, 4)
     batch = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    inner = PixelwisePredictor(3, 4)
     np.testing.assert_allclose(D4Predictor(inner)(batch), inner(batch), atol=1e-6)
+    lopsided = LeftLeaningPredictor()
+    tta = D4Predictor(lopsided)(batch)
+    assert np.abs(tta - lopsided(batch)).max() > 0.05  # TTA changes a non-equivariant model
+    np.testing.assert_allclose(tta, explicit_d4_mean(lopsided, batch), atol=1e-6)
 
 
 def test_normalization_scales_then_standardises():

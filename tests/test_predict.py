@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -12,9 +13,12 @@ from rasterio.features import rasterize
 from rio_cogeo.cogeo import cog_validate
 
 from geoseg.conventions import NODATA_CLASS
-from geoseg.engine.scene import predict_scene
+from geoseg.engine.block import SceneJob
+from geoseg.engine.scene import OutputPaths, predict_scene, segment_scene
+from geoseg.io.class_raster import Legend
+from geoseg.models.contract import Normalization, default_colors
 from geoseg.options import InferenceOptions, OutputOptions, PredictOptions, TilingOptions
-from geoseg.testing import create_test_model
+from geoseg.testing import PixelwisePredictor, create_test_model, write_test_scene
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +59,10 @@ def test_class_cog_is_valid_and_gis_ready(outputs):
     assert (band[~nodata] < 3).all()
 
 
+def _same(predictor):
+    return predictor
+
+
 def test_confidence_cog(outputs):
     _, data, result = outputs
     path = result.segment.confidence_path
@@ -64,6 +72,24 @@ def test_confidence_cog(outputs):
     nodata = np.all(data == 0, axis=0)
     assert (conf[nodata] == NODATA_CLASS).all()
     assert conf[~nodata].min() >= 33 and conf[~nodata].max() <= 100  # 3 classes: >= 1/3
+    assert len(np.unique(conf[~nodata])) > 10  # it varies with the model's certainty
+
+
+def test_confidence_is_the_blended_probability_of_the_winning_class(tmp_path):
+    """With a per-pixel predictor the blend must return its probabilities unchanged."""
+    data = np.random.default_rng(3).integers(0, 256, (3, 150, 170)).astype(np.uint8)
+    scene = write_test_scene(tmp_path / "scene.tif", data)
+    predictor = PixelwisePredictor(3, 4, seed=2)
+    scaling = Normalization((0.0,) * 3, (255.0,) * 3, (0.0,) * 3, (1.0,) * 3)  # x / 255
+    job = SceneJob(scene, functools.partial(_same, predictor), scaling, 64, 16, 4)
+    paths = OutputPaths(classes=tmp_path / "c.tif", confidence=tmp_path / "conf.tif")
+    segment_scene(job, paths, Legend(list("abcd"), default_colors(4)), block_size=96)
+    probs = predictor((data / 255).astype(np.float32)[None])[0]
+    expected = np.rint(probs.max(axis=0) * 100)
+    with rasterio.open(paths.confidence) as ds:
+        conf = ds.read(1).astype(float)
+    assert np.abs(conf - expected).max() <= 1  # float rounding at .5 only
+    assert np.mean(conf == expected) > 0.99 and expected.std() > 5  # not a constant
 
 
 def test_polygons_match_the_class_raster(outputs):

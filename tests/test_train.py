@@ -30,7 +30,13 @@ from geoseg.testing import UTM_CRS, utm_transform
 from geoseg.training.evaluate import evaluate
 from geoseg.training.losses import build_loss, learning_rate
 from geoseg.training.sampling import ChipSampler, ImageArea, Survey, split_areas
-from geoseg.training.train import checkpoint_path, train_model
+from geoseg.training.train import (
+    TrainProgress,
+    checkpoint_path,
+    load_checkpoint,
+    make_trainer,
+    train_model,
+)
 
 CLASSES = ("background", "building", "water")
 COLORS = np.array([[90, 120, 80], [200, 70, 60], [40, 70, 170]], np.float32)  # per class, RGB
@@ -203,17 +209,60 @@ def test_split_holds_out_whole_images_when_there_are_several():
         split_areas([(100, 100)], 0.5, 64)
 
 
+def checkpoint_tensors(out):
+    from safetensors.torch import load_file
+
+    return load_file(str(checkpoint_path(out)))
+
+
+def assert_restores_the_checkpoint(out):
+    """A fresh trainer loading the checkpoint holds exactly its weights and optimizer state."""
+    import torch
+
+    saved = checkpoint_tensors(out)
+    trainer = make_trainer(read_contract(out), "ce", np.ones(len(CLASSES)), 1e-3, "cpu")
+    state = load_checkpoint(checkpoint_path(out), trainer)
+    assert state.epoch == 1 and state.step == 3
+    weights = trainer.net.state_dict()
+    assert weights and all(torch.equal(v, saved[f"model.{k}"]) for k, v in weights.items())
+    optim = trainer.optimizer.state_dict()["state"]
+    restored = {f"optim.{i}.{name}": t for i, values in optim.items() for name, t in values.items()}
+    assert restored.keys() == {k for k in saved if k.startswith("optim.")} != set()
+    assert all(torch.equal(t.cpu(), saved[k]) for k, t in restored.items())
+
+
+class SimulatedKillError(Exception):
+    pass
+
+
+def interrupt(progress: TrainProgress) -> None:
+    """A progress callback that stops the run once the first epoch is validated and saved."""
+    if progress.phase == "validated":
+        raise SimulatedKillError
+
+
 def test_resume_continues_after_the_last_epoch(tmp_path):
+    import torch
+
     image, labels, _, _ = easy_scene(tmp_path, size=128)
-    out = tmp_path / "m.safetensors"
+    out, whole = tmp_path / "m.safetensors", tmp_path / "whole.safetensors"
     kw = {"val_fraction": 0.25, "steps_per_epoch": 3, **FAST}
-    first = train_model([image], labels, out, TrainOptions(epochs=1, **kw))
+    with pytest.raises(SimulatedKillError):  # killed after the first of two epochs
+        train_model([image], labels, out, TrainOptions(epochs=2, **kw), progress=interrupt)
     assert checkpoint_path(out).exists()
+    assert_restores_the_checkpoint(out)
     with pytest.raises(OutputExistsError):
         train_model([image], labels, out, TrainOptions(epochs=2, **kw))
     resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
+    uninterrupted = train_model([image], labels, whole, TrainOptions(epochs=2, **kw))
     assert [r.epoch for r in resumed.history] == [1, 2]
-    assert resumed.history[0].loss == first.history[0].loss
+    assert [r.loss for r in resumed.history] == pytest.approx(
+        [r.loss for r in uninterrupted.history], rel=1e-5
+    )
+    after, expected = checkpoint_tensors(out), checkpoint_tensors(whole)
+    assert after.keys() == expected.keys()
+    for key, value in expected.items():  # the continued run is the uninterrupted run
+        torch.testing.assert_close(after[key], value, rtol=1e-4, atol=1e-6, msg=key)
     with pytest.raises(InvalidInputError, match="differs from this run in tile_size"):
         train_model([image], labels, out, TrainOptions(epochs=3, **{**kw, "tile": 96}), resume=True)
 

@@ -23,6 +23,7 @@ from geoseg.engine.executors import Executor, SequentialExecutor
 from geoseg.engine.inputs import PreparedInput, prepare_input
 from geoseg.errors import EmptySceneWarning
 from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
+from geoseg.io.checks import check_raster
 from geoseg.io.class_raster import ClassRasterWriter, Legend
 from geoseg.io.files import check_writable, is_virtual_path, require_file
 from geoseg.io.raster import scene_grid
@@ -243,6 +244,7 @@ def write_blocks(
 def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> PreparedInput:
     """Check a scene against a model's contract before work: bands (alpha flags), dtype; warn on
     pixel size. Returns the bands to read and the scaling (see :mod:`geoseg.engine.inputs`)."""
+    check_raster(scene, "scene", options.output.vector_formats)
     return prepare_input(scene, contract, options.input)
 
 

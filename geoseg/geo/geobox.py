@@ -31,6 +31,26 @@ FOOTPRINT_POINTS = 16
 METRES_PER_DEGREE = 111_320.0
 
 
+SHEAR_TOLERANCE = 1e-6
+"""Largest cosine of the angle between the pixel axes still taken as perpendicular."""
+
+
+def is_sheared(transform: Affine) -> bool:
+    """Whether the pixel axes of ``transform`` are not perpendicular (rotation alone is fine).
+
+    Examples
+    --------
+    >>> is_sheared(Affine(0.5, 0, 0, 0, -0.5, 0)), is_sheared(Affine.rotation(30) * Affine.scale(2))
+    (False, False)
+    >>> is_sheared(Affine(0.5, 0.2, 0, 0, -0.5, 0))
+    True
+    """
+    column, row = (transform.a, transform.d), (transform.b, transform.e)
+    lengths = math.hypot(*column) * math.hypot(*row)
+    dot = column[0] * row[0] + column[1] * row[1]
+    return lengths > 0 and abs(dot) > SHEAR_TOLERANCE * lengths
+
+
 @dataclass(frozen=True)
 class GeoBox:
     """A georeferenced pixel grid: ``width`` x ``height`` pixels, ``transform`` and ``crs``."""
@@ -57,8 +77,13 @@ class GeoBox:
 
     @property
     def resolution(self) -> tuple[float, float]:
-        """Pixel size ``(x, y)`` in CRS units."""
-        return abs(self.transform.a), abs(self.transform.e)
+        """Pixel size ``(x, y)`` in CRS units: the lengths of a column and a row step.
+
+        For a north-up grid these are ``|a|`` and ``|e|``; for a rotated grid the rotation does
+        not change them (``hypot(a, d)``, ``hypot(b, e)``).
+        """
+        t = self.transform
+        return math.hypot(t.a, t.d), math.hypot(t.b, t.e)
 
     def __getitem__(self, window: Window) -> GeoBox:
         """The grid of ``window`` (which may reach outside this grid)."""

@@ -31,7 +31,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
+from rasterio.errors import CRSError, RasterioError
 
 from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import InvalidInputError, choice_error
@@ -47,6 +49,8 @@ Unlabeled = Literal["background", "ignore"]
 UNLABELED_CHOICES = ("background", "ignore")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img", ".jp2")
 MAX_CLASSES = 255
+TRANSFORM_ERRORS: tuple[type[Exception], ...] = (RasterioError, CRSError, CPLE_BaseError)
+"""What rasterio raises when PROJ cannot transform between two CRSs."""
 
 
 class LabelSource(Protocol):
@@ -166,6 +170,12 @@ def as_ids(values: np.ndarray) -> np.ndarray | None:
 def vector_classes(path: str | os.PathLike[str], class_field: str) -> FoundClasses:
     """Names (or ids) in a vector layer's class field."""
     values = read_field_values(path, class_field)
+    if not len(values):
+        raise InvalidInputError(
+            f"{path}: the layer has no features with a value in `class_field` "
+            f"({class_field!r}); add labelled polygons, or pick the layer or field that has them",
+            option="class_field",
+        )
     ids = as_ids(values)
     if ids is not None:
         return FoundClasses(os.fspath(path), None, int(ids.max(initial=0)))
@@ -260,14 +270,77 @@ def layer_bbox(path: str, grid: RasterGrid, layer_crs: Any) -> tuple[float, floa
     bounds = grid.bounds
     if same_crs(layer_crs, grid.crs):
         return bounds
-    if layer_crs is None or grid.crs is None:
-        missing = path if layer_crs is None else "the image"
+    if layer_crs is None:
         raise InvalidInputError(
-            f"{missing}: has no CRS, so the labels cannot be placed on the image; "
-            "assign one (ogr2ogr -a_srs / gdal_edit.py -a_srs)"
+            f"{path}: has no CRS (a Shapefile without its .prj?), so the labels cannot be placed "
+            f"on the image; assign the right one (ogr2ogr -a_srs {crs_name(grid.crs)} out.gpkg "
+            f"{Path(path).name})"
         )
-    west, south, east, north = transform_bounds(grid.crs, layer_crs, *bounds, densify_pts=21)
+    if grid.crs is None:
+        raise InvalidInputError(
+            f"{path}: the image has no CRS, so these labels (in {crs_name(layer_crs)}) cannot be "
+            "placed on it; assign the image its CRS (gdal_edit.py -a_srs)"
+        )
+    try:
+        west, south, east, north = transform_bounds(grid.crs, layer_crs, *bounds, densify_pts=21)
+    except TRANSFORM_ERRORS as exc:
+        raise untransformable(path, layer_crs, grid.crs) from exc
     return west, south, east, north
+
+
+def crs_name(crs: Any) -> str:
+    """``EPSG:<code>`` when the CRS has one, else its name (for messages)."""
+    if crs is None:
+        return "no CRS"
+    import pyproj
+
+    parsed = pyproj.CRS.from_user_input(CRS.from_user_input(crs).to_wkt())
+    epsg = parsed.to_epsg()
+    return f"EPSG:{epsg}" if epsg else repr(parsed.name)
+
+
+def untransformable(path: str, layer_crs: Any, image_crs: Any) -> InvalidInputError:
+    """The error for a label CRS that PROJ cannot transform to the image's."""
+    target = crs_name(image_crs)
+    return InvalidInputError(
+        f"{path}: its CRS ({crs_name(layer_crs)}) cannot be transformed to the image's "
+        f"({target}); reproject the labels (ogr2ogr -t_srs {target}) or assign the right CRS"
+    )
+
+
+def repair(geometries: np.ndarray) -> np.ndarray:
+    """Make invalid polygons valid (e.g. self-intersecting rings), keeping only their areas.
+
+    ``make_valid`` turns a bow-tie into two triangles; degenerate parts (lines, points) are
+    dropped, so a zero-area sliver never burns a line of pixels.
+
+    Examples
+    --------
+    >>> import shapely
+    >>> bowtie = shapely.Polygon([(0, 0), (2, 2), (2, 0), (0, 2)])
+    >>> fixed = repair(np.array([bowtie]))[0]
+    >>> fixed.geom_type, float(fixed.area)
+    ('MultiPolygon', 2.0)
+    """
+    import shapely
+
+    invalid = ~shapely.is_valid(geometries)
+    if not invalid.any():
+        return geometries
+    fixed = geometries.copy()
+    fixed[invalid] = [polygonal(g) for g in shapely.make_valid(geometries[invalid])]
+    return fixed
+
+
+def polygonal(geometry: Any) -> Any:
+    """The polygons of a geometry (collections filtered), empty when it has none."""
+    import shapely
+
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    parts = shapely.get_parts(geometry)
+    polygons = [p for p in parts if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(polygons) if polygons else shapely.Polygon()
 
 
 def read_features(path: str, class_field: str, grid: RasterGrid) -> Any:
@@ -278,9 +351,32 @@ def read_features(path: str, class_field: str, grid: RasterGrid) -> Any:
     crs = pyogrio.read_info(path).get("crs")
     frame = pyogrio.read_dataframe(path, columns=[class_field], bbox=layer_bbox(path, grid, crs))
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty & frame[class_field].notna()]
+    frame = frame.set_geometry(repair(frame.geometry.to_numpy()), crs=frame.crs)
+    frame = frame[~frame.geometry.is_empty]
     if len(frame) and not same_crs(frame.crs, grid.crs):
-        frame = frame.to_crs(grid.crs)
+        try:
+            frame = frame.to_crs(grid.crs)
+        except Exception as exc:  # pyproj's CRSError / ProjError
+            raise untransformable(path, crs, grid.crs) from exc
     return frame
+
+
+def layer_extent(path: str, crs: Any) -> tuple[float, float, float, float] | None:
+    """A vector layer's bounds in ``crs`` (None when it has no features or cannot be moved)."""
+    import pyogrio
+    from rasterio.warp import transform_bounds
+
+    info = pyogrio.read_info(path)
+    bounds, layer_crs = info.get("total_bounds"), info.get("crs")
+    if bounds is None or not np.all(np.isfinite(bounds)):
+        return None
+    if same_crs(layer_crs, crs) or layer_crs is None or crs is None:
+        return tuple(float(v) for v in bounds)  # type: ignore[return-value]
+    try:
+        west, south, east, north = transform_bounds(layer_crs, crs, *bounds, densify_pts=21)
+    except TRANSFORM_ERRORS:
+        return None
+    return west, south, east, north
 
 
 def class_ids(values: np.ndarray, classes: Sequence[str], source: str) -> np.ndarray:

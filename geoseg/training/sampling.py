@@ -25,7 +25,14 @@ import numpy as np
 from geoseg.conventions import TILE_MULTIPLE
 from geoseg.errors import InvalidInputError
 from geoseg.geo.window import Window, cover
-from geoseg.io.labels import IGNORE, LabelSource, LabelSpec
+from geoseg.io.labels import (
+    IGNORE,
+    LabelSource,
+    LabelSpec,
+    VectorLabels,
+    crs_name,
+    layer_extent,
+)
 from geoseg.io.raster import SceneReader
 from geoseg.models.contract import Normalization
 
@@ -351,6 +358,7 @@ class TrainingSet:
                 self.stack.enter_context(closing(s.open(r.grid, classes)))
                 for s, r in zip(specs, self.readers, strict=True)
             ]
+            check_overlap(self.labels, specs, self.readers)
             shapes = [(r.grid.height, r.grid.width) for r in self.readers]
             self.split: Split = split_areas(shapes, val_fraction, tile)
             rng = np.random.default_rng(seed)
@@ -423,3 +431,30 @@ def check_same_input(readers: Sequence[SceneReader]) -> None:
                 f"{reader.path}: {reader.grid.count} band(s) of {reader.grid.dtype}, but "
                 f"{readers[0].path} has {first.count} of {first.dtype}; train on alike images"
             )
+
+
+def check_overlap(
+    labels: Sequence[LabelSource], specs: Sequence[LabelSpec], readers: Sequence[SceneReader]
+) -> None:
+    """Raise when vector labels place no feature on any image (wrong CRS, extent or file).
+
+    Without this, ``unlabeled=background`` would quietly train on background only.
+    """
+    vectors = [(lab, spec) for lab, spec in zip(labels, specs, strict=True)
+               if isinstance(lab, VectorLabels)]  # fmt: skip
+    if not vectors or any(len(lab.geometries) for lab, _ in vectors):
+        return
+    grid = readers[0].grid
+    path = vectors[0][1].path
+    extent = layer_extent(path, grid.crs)
+    where = f"its features lie in {fmt_bounds(extent)}" if extent else "it has no usable feature"
+    raise InvalidInputError(
+        f"{path}: no feature overlaps the image(s); {where}, {readers[0].path} covers "
+        f"{fmt_bounds(grid.bounds)} (in {crs_name(grid.crs)}); check the labels' CRS and that "
+        "they belong to these images"
+    )
+
+
+def fmt_bounds(bounds: Sequence[float] | None) -> str:
+    """``(west, south, east, north)`` rounded for messages."""
+    return "?" if bounds is None else "(" + ", ".join(f"{v:.6g}" for v in bounds) + ")"

@@ -29,7 +29,8 @@ import numpy as np
 
 from geoseg.errors import InvalidInputError
 from geoseg.geo.window import cover
-from geoseg.io.files import atomic_output, check_writable, require_file
+from geoseg.io.checks import check_raster
+from geoseg.io.files import atomic_output, check_writable
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
 from geoseg.models.contract import Mode, ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
@@ -492,7 +493,7 @@ def check_inputs(
     if not paths:
         raise InvalidInputError("no images given; pass at least one GeoTIFF")
     for p in paths:
-        require_file(p, "image")
+        check_raster(p, "image")
     check_writable(Path(out), replace)
     return paths, Path(out)
 
