@@ -176,7 +176,7 @@ def test_input_is_checked_against_the_contract():
     contract = test_contract(bands=4, dtype="uint16")
     with pytest.raises(ContractMismatchError, match="has 3 band"):
         check_input(contract, "s.tif", 3, "uint16", 0.5)
-    with pytest.raises(ContractMismatchError, match="uint8 but the model was trained on uint16"):
+    with pytest.raises(ContractMismatchError, match="uint8 but the model expects uint16"):
         check_input(contract, "s.tif", 4, "uint8", 0.5)
     with pytest.warns(GsdMismatchWarning, match="pixel size 2 m"):
         check_input(contract, "s.tif", 4, "uint16", 2.0)
