@@ -207,13 +207,23 @@ def test_resume_continues_after_the_last_epoch(tmp_path):
     image, labels, _, _ = easy_scene(tmp_path, size=128)
     out = tmp_path / "m.safetensors"
     kw = {"val_fraction": 0.25, "steps_per_epoch": 3, **FAST}
-    first = train_model([image], labels, out, TrainOptions(epochs=1, **kw))
-    assert checkpoint_path(out).exists()
+    seen = []
+
+    def stop_after_epoch_1(p):
+        if p.phase == "validated":
+            seen.append(p.loss)
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_model([image], labels, out, TrainOptions(epochs=2, **kw), progress=stop_after_epoch_1)
+    assert checkpoint_path(out).exists() and not out.exists()  # not finished: no final name
+    with pytest.raises(InvalidInputError, match="made for 2 epochs, not 3; set epochs to 2"):
+        train_model([image], labels, out, TrainOptions(epochs=3, **kw), resume=True)
+    resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
+    assert [r.epoch for r in resumed.history] == [1, 2] and out.exists()
+    assert resumed.history[0].loss == seen[0]
     with pytest.raises(OutputExistsError):
         train_model([image], labels, out, TrainOptions(epochs=2, **kw))
-    resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
-    assert [r.epoch for r in resumed.history] == [1, 2]
-    assert resumed.history[0].loss == first.history[0].loss
     with pytest.raises(InvalidInputError, match="differs from this run in tile_size"):
         train_model([image], labels, out, TrainOptions(epochs=3, **{**kw, "tile": 96}), resume=True)
 
