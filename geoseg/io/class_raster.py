@@ -68,6 +68,7 @@ class WorkingBand:
             if reopen:
                 self.ds = rasterio.open(self.work, "r+")
             else:
+                remove_quietly(self.work)  # (GDAL would try to open a damaged one to delete it)
                 self.ds = rasterio.open(self.work, "w", **band_profile(grid, nodata))
 
     def write(self, data: np.ndarray, window: Window) -> None:

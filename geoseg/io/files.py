@@ -187,7 +187,7 @@ def output_lock(folder: str | os.PathLike[str], stem: str) -> Iterator[Path]:
     '.scene.lock'
     """
     path = lock_path(folder, stem)
-    with writing(path):
+    with writing(path.parent):
         path.parent.mkdir(parents=True, exist_ok=True)
     key = path.parent.resolve() / path.name
     with _held_guard:
@@ -209,7 +209,7 @@ def output_lock(folder: str | os.PathLike[str], stem: str) -> Iterator[Path]:
 def _acquire(path: Path) -> int:
     """Open and ``flock`` the lock file; record who holds it."""
     while True:
-        with writing(path):
+        with writing(path.parent):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
