@@ -19,9 +19,9 @@ import numpy as np
 
 from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
+from geoseg.errors import InvalidInputError
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
-from geoseg.errors import InvalidInputError
 from geoseg.io.class_raster import (
     ClassRasterWriter,
     Legend,

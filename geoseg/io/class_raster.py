@@ -250,7 +250,7 @@ class ClassRasterWriter(Committing):
                 return []
             self._open_bands(grid, reopen=True)
             return [r for r in records if self._on_disk(r)]
-        except Exception as exc:  # noqa: BLE001 - any damage means: start afresh
+        except Exception as exc:  # any damage means: start afresh
             log.warning(
                 "%s: the partial files of an interrupted run are unreadable (%s); starting afresh",
                 self.path,

@@ -32,7 +32,9 @@ from geoseg.errors import (
 
 log = logging.getLogger(LOGGER_NAME)
 
-NO_SPACE = "no space left on device; free disk space or choose another output folder, then run again"
+NO_SPACE = (
+    "no space left on device; free disk space or choose another output folder, then run again"
+)
 READ_ONLY = "the file system is read-only; choose a writable output folder"
 NOT_PERMITTED = "permission denied; make the folder writable or choose another output folder"
 WRITE_PROBLEMS = {

@@ -560,4 +560,3 @@ def publish_model(out: Path) -> None:
     if partial.exists():
         with writing(out):
             os.replace(partial, out)
-

@@ -10,6 +10,7 @@ first), so each signal lands exactly where the test means it to.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -132,16 +133,23 @@ def assert_nothing_half_done(out: Path, reference: dict[str, bytes]) -> None:
             assert (out / name).read_bytes() == data, name
 
 
-@pytest.mark.parametrize("stage", ["segmenting", "cog writing", "vectorizing"])
-def test_kill_9_then_resume_is_byte_identical(tmp_path, scene, tiny_model, reference, stage):
+@pytest.mark.parametrize(
+    ("stage", "tiles_left"), [("segmenting", "> 0"), ("cog writing", "0"), ("vectorizing", "0")]
+)
+def test_kill_9_then_resume_is_byte_identical(
+    tmp_path, scene, tiny_model, reference, capsys, stage, tiles_left
+):
     out = tmp_path / "out"
     run = Paused(tmp_path, stage, predict_args(scene, tiny_model, out, "--resume"))
     code, _ = run.signal(signal.SIGKILL)
     assert code == -signal.SIGKILL
     assert_nothing_half_done(out, reference)
     assert not (out / "scene.fgb").exists()
+    capsys.readouterr()
     assert run_app(predict_args(scene, tiny_model, out, "--resume")) == 0
     assert_reference(out, reference)
+    tiles = int(re.search(r"(\d+) tiles \(", capsys.readouterr().err).group(1))  # the summary
+    assert tiles > 0 if tiles_left == "> 0" else tiles == 0  # finished blocks are not redone
 
 
 def test_a_second_run_on_the_same_outputs_fails_at_once(

@@ -93,7 +93,9 @@ def test_output_folder_not_writable(tmp_path, scene, tiny_model, capsys):
     assert listing(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
-def test_existing_outputs_are_kept_without_overwrite(tmp_path, scene, tiny_model, reference, capsys):
+def test_existing_outputs_are_kept_without_overwrite(
+    tmp_path, scene, tiny_model, reference, capsys
+):
     out = tmp_path / "out"
     assert predict(scene, tiny_model, out) == 0
     capsys.readouterr()
