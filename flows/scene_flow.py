@@ -26,7 +26,7 @@ from geoseg.conventions import LOGGER_NAME
 from geoseg.engine.executors import Executor
 from geoseg.engine.scene import PredictResult
 from geoseg.errors import CatalogError
-from geoseg.io.files import output_lock
+from geoseg.io.files import output_lock, remove_stale_temporaries
 from geoseg.io.quicklook import write_quicklook
 
 log = logging.getLogger(LOGGER_NAME)
@@ -135,6 +135,7 @@ def scene_flow(catalog: str, scene: str, force: bool = False) -> dict[str, Any]:
         outcome = batch.skipped_outcome(run)
     else:
         with output_lock(run.out_dir, run.stem):  # one run at a time writes the scene's outputs
+            remove_stale_temporaries(batch.scene_products(run))
             with batch.open_executor(loaded.execution) as executor:
                 result = segment(run, executor)
             products = [*vectorize(run, result.segment.classes_path)]

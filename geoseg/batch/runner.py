@@ -46,7 +46,12 @@ from geoseg.engine.scene import PredictResult, Progress, predict_scene
 from geoseg.engine.scene import check_scene as check_input_scene
 from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
 from geoseg.geo.tiling import Block
-from geoseg.io.files import is_virtual_path, output_lock, remove_quietly
+from geoseg.io.files import (
+    is_virtual_path,
+    output_lock,
+    remove_quietly,
+    remove_stale_temporaries,
+)
 from geoseg.io.quicklook import write_quicklook
 from geoseg.io.stac import (
     ModelInfo,
@@ -285,6 +290,12 @@ def segment(
     )
 
 
+def scene_products(run: SceneRun) -> list[Path]:
+    """The products a scene's steps write after the rasters: polygon layers, quicklook, record."""
+    out, formats = Path(run.out_dir), run.options.output.vector_formats
+    return [*(out / f"{run.stem}{VECTOR_FORMATS[f]}" for f in formats), run.quicklook, run.record]
+
+
 def vectorize(run: SceneRun, classes_path: Path) -> list[Path]:
     """Write one polygon layer per configured vector format; returns their paths."""
     output = run.options.output
@@ -359,6 +370,7 @@ def run_scene(
         return skipped_outcome(run, time.perf_counter() - started)
     check_scene(run)
     with output_lock(run.out_dir, run.stem):  # one run at a time writes a scene's outputs
+        remove_stale_temporaries(scene_products(run))
         result = segment(run, executor, progress)
         products = [*vectorize(run, result.segment.classes_path)]
         products.append(write_quicklook(result.segment.classes_path, run.quicklook))

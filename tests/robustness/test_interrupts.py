@@ -220,6 +220,7 @@ def test_sigint_during_run_catalog_leaves_no_partial_output(tmp_path, tiny_model
     names = sorted(p.name for p in out.iterdir())
     assert "scene_00.fgb" not in names and "scene_00.stac.json" not in names
     assert not [n for n in names if n.startswith(".") and not n.endswith(".partial.jsonl")]
+    (out / ".scene_00.tmp-0badc0de.fgb").write_bytes(b"left by a kill -9")  # removed on rerun
     assert run_app(["run-catalog", str(catalog)]) == 0
     assert (out / "scene_00.fgb").exists() and (out / "scene_00.stac.json").exists()
     assert hidden(out) == []
