@@ -329,11 +329,19 @@ def predict_scene(
     options
         Input (bands, nodata), tiling, inference (device, TTA), outputs (confidence, vector
         formats, simplify, min_area), ``overwrite`` and ``resume`` (journal finished blocks and
-        continue an interrupted run of the same job; the result is byte-identical).
+        continue an interrupted run of the same job wherever it stopped, also after its rasters
+        were finished; the result is byte-identical).
     executor
         Where blocks run (default: this process).
     progress
         Called with (tiles done, tiles total).
+
+    Raises
+    ------
+    OutputBusyError
+        Another run holds the lock of these outputs (``OUT/.<stem>.lock``, held to the end).
+    OutputWriteError
+        The disk is full or the folder is not writable (nothing final-named is left behind).
 
     Examples
     --------
