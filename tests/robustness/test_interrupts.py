@@ -197,6 +197,25 @@ def test_sigint_during_train_leaves_no_model_file(tmp_path):
     assert model.exists() and not (tmp_path / ".m.partial.safetensors").exists()
 
 
+def test_an_interrupted_demo_trains_on_instead_of_reusing_a_half_trained_model(tmp_path):
+    """Through the API: ``geoseg demo`` has no flags for a scene small enough for a test."""
+    from geoseg.demo import DemoOptions, run_demo
+
+    options = DemoOptions(scenes=2, size=160, epochs=2, steps_per_epoch=1, batch_size=2, tile=32)
+
+    def interrupt_after_epoch_1(progress) -> None:
+        if progress.phase == "validated":
+            raise KeyboardInterrupt  # what SIGINT raises
+
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(tmp_path, options, train_progress=interrupt_after_epoch_1)
+    assert not (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / ".model.partial.safetensors").exists()
+    result = run_demo(tmp_path, options)
+    assert result.trained is not None and [r.epoch for r in result.trained.history] == [1, 2]
+    assert not (tmp_path / ".model.partial.safetensors").exists()
+
+
 CATALOG = """
 models: {unet: model.safetensors}
 scenes:
