@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -185,3 +186,31 @@ def test_disk_full_then_resume(tmp_path, scene, tiny_model, reference, capsys, c
         assert_reference(out, reference)
         if disk == "patched writer":
             assert "unreadable" in caplog.text and "starting afresh" in caplog.text
+
+
+CATALOG = """
+models: {unet: model.safetensors}
+scenes:
+  - {id: demo, path: "scenes/scene_??.tif"}
+outputs: {path: out, vector_formats: [fgb]}
+defaults: {tile: 64, overlap: 16, block_size: 64, device: cpu}
+"""
+
+
+def test_disk_full_during_run_catalog_then_force(tmp_path, tiny_model, monkeypatch, capsys):
+    """The batch runner always resumes: a file a full disk cut short must not poison the scene."""
+    from geoseg.synthetic.scenes import write_scenes
+
+    shutil.copy(tiny_model, tmp_path / "model.safetensors")
+    write_scenes(tmp_path / "scenes", scenes=1, size=128)
+    catalog = tmp_path / "data_catalog.yaml"
+    catalog.write_text(CATALOG)
+    enospc_on_third_flush(monkeypatch)
+    assert run_app(["run-catalog", str(catalog)]) == 1  # a failed scene
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no space left on device" in err
+    monkeypatch.undo()
+    assert run_app(["run-catalog", str(catalog), "--force"]) == 0
+    out = tmp_path / "out" / "demo"
+    assert (out / "scene_00_classes.tif").exists() and (out / "scene_00.stac.json").exists()
+    assert [n for n in listing(out) if n.startswith(".")] == []
