@@ -26,6 +26,7 @@ from geoseg.conventions import LOGGER_NAME
 from geoseg.engine.executors import Executor
 from geoseg.engine.scene import PredictResult
 from geoseg.errors import CatalogError
+from geoseg.io.files import output_lock, remove_stale_temporaries
 from geoseg.io.quicklook import write_quicklook
 
 log = logging.getLogger(LOGGER_NAME)
@@ -133,11 +134,13 @@ def scene_flow(catalog: str, scene: str, force: bool = False) -> dict[str, Any]:
     if reason is None:
         outcome = batch.skipped_outcome(run)
     else:
-        with batch.open_executor(loaded.execution) as executor:
-            result = segment(run, executor)
-        products = [*vectorize(run, result.segment.classes_path)]
-        products.append(quicklook(run, result.segment.classes_path))
-        record(run, fingerprint, result, products)
+        with output_lock(run.out_dir, run.stem):  # one run at a time writes the scene's outputs
+            remove_stale_temporaries(batch.scene_products(run))
+            with batch.open_executor(loaded.execution) as executor:
+                result = segment(run, executor)
+            products = [*vectorize(run, result.segment.classes_path)]
+            products.append(quicklook(run, result.segment.classes_path))
+            record(run, fingerprint, result, products)
         seconds = time.perf_counter() - started
         outcome = batch.done_outcome(run, result, products, reason, seconds)
     get_run_logger().info("%s: %s (%s)", outcome.id, outcome.status, outcome.reason)

@@ -1,7 +1,9 @@
 """The main job on a fresh machine: synthetic scenes -> train -> predict -> evaluate -> quicklook.
 
 Everything is generated locally (nothing is downloaded), and a second run reuses what the first
-one made: the scenes, the trained model and, while the model is unchanged, the prediction.
+one made: the scenes, the trained model and, while the model is unchanged, the prediction. An
+interrupted run leaves no ``model.safetensors`` (training renames it into place when done), so the
+next run continues training from the checkpoint.
 """
 
 from __future__ import annotations
@@ -81,7 +83,11 @@ def demo_model(
     options: DemoOptions,
     progress: Callable[[TrainProgress], None] | None,
 ) -> TrainResult | None:
-    """Train on every scene but the last (reuse an existing model file)."""
+    """Train on every scene but the last; reuse a finished model file, continue an interrupted run.
+
+    ``model`` exists only once training finished (the best model is kept under a hidden partial
+    name until then), so an interrupted demo continues from its checkpoint instead.
+    """
     if model.exists():
         return None
     train = scenes[:-1]
@@ -96,7 +102,12 @@ def demo_model(
         seed=options.seed,
     )
     return train_model(
-        [s.image for s in train], [s.labels for s in train], model, recipe, progress=progress
+        [s.image for s in train],
+        [s.labels for s in train],
+        model,
+        recipe,
+        resume=True,
+        progress=progress,
     )
 
 

@@ -94,6 +94,14 @@ class OutputExistsError(GeosegError, FileExistsError):
     """An output exists and ``overwrite`` was not requested."""
 
 
+class OutputWriteError(GeosegError, OSError):
+    """An output could not be written: disk full, read-only or not permitted."""
+
+
+class OutputBusyError(GeosegError, BlockingIOError):
+    """Another run is writing the same outputs right now."""
+
+
 class UnknownChoiceError(GeosegError, ValueError):
     """A name (architecture, encoder, format, loss...) is not one of the valid choices."""
 

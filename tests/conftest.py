@@ -40,6 +40,7 @@ def tiny_model(tmp_path_factory):
         folder / "m.safetensors", "unet", "resnet18", 3, ["background", "a", "b"], tile_size=64
     )
 
+
 collect_ignore_glob = ["data/*"]
 """Helper scripts and fixtures under tests/data (e.g. the PyQGIS probe, run by Debian's python3)
 are not test modules; --doctest-modules must not import them."""

@@ -16,6 +16,7 @@ from geoseg.errors import InvalidInputError, OutputExistsError, UnknownChoiceErr
 from geoseg.geo.window import Window
 from geoseg.io.labels import IGNORE
 from geoseg.io.raster import write_raster
+from geoseg.models.contract import ModelContract
 from geoseg.models.modelfile import read_contract
 from geoseg.options import (
     LOSSES,
@@ -35,6 +36,7 @@ from geoseg.training.train import (
     checkpoint_path,
     load_checkpoint,
     make_trainer,
+    read_checkpoint_meta,
     train_model,
 )
 
@@ -220,7 +222,8 @@ def assert_restores_the_checkpoint(out):
     import torch
 
     saved = checkpoint_tensors(out)
-    trainer = make_trainer(read_contract(out), "ce", np.ones(len(CLASSES)), 1e-3, "cpu")
+    contract = ModelContract.from_json(read_checkpoint_meta(checkpoint_path(out))["contract"])
+    trainer = make_trainer(contract, "ce", np.ones(len(CLASSES)), 1e-3, "cpu")
     state = load_checkpoint(checkpoint_path(out), trainer)
     assert state.epoch == 1 and state.step == 3
     weights = trainer.net.state_dict()
@@ -249,11 +252,14 @@ def test_resume_continues_after_the_last_epoch(tmp_path):
     kw = {"val_fraction": 0.25, "steps_per_epoch": 3, **FAST}
     with pytest.raises(SimulatedKillError):  # killed after the first of two epochs
         train_model([image], labels, out, TrainOptions(epochs=2, **kw), progress=interrupt)
-    assert checkpoint_path(out).exists()
+    assert checkpoint_path(out).exists() and not out.exists()  # not finished: no final name
     assert_restores_the_checkpoint(out)
+    with pytest.raises(InvalidInputError, match="made for 2 epochs, not 3; set epochs to 2"):
+        train_model([image], labels, out, TrainOptions(epochs=3, **kw), resume=True)
+    resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
+    assert out.exists()
     with pytest.raises(OutputExistsError):
         train_model([image], labels, out, TrainOptions(epochs=2, **kw))
-    resumed = train_model([image], labels, out, TrainOptions(epochs=2, **kw), resume=True)
     uninterrupted = train_model([image], labels, whole, TrainOptions(epochs=2, **kw))
     assert [r.epoch for r in resumed.history] == [1, 2]
     assert [r.loss for r in resumed.history] == pytest.approx(

@@ -46,7 +46,12 @@ from geoseg.engine.scene import PredictResult, Progress, predict_scene
 from geoseg.engine.scene import check_scene as check_input_scene
 from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
 from geoseg.geo.tiling import Block
-from geoseg.io.files import is_virtual_path, remove_quietly
+from geoseg.io.files import (
+    is_virtual_path,
+    output_lock,
+    remove_quietly,
+    remove_stale_temporaries,
+)
 from geoseg.io.quicklook_sheet import write_sheet
 from geoseg.io.stac import (
     ModelInfo,
@@ -285,6 +290,12 @@ def segment(
     )
 
 
+def scene_products(run: SceneRun) -> list[Path]:
+    """The products a scene's steps write after the rasters: polygon layers, quicklook, record."""
+    out, formats = Path(run.out_dir), run.options.output.vector_formats
+    return [*(out / f"{run.stem}{VECTOR_FORMATS[f]}" for f in formats), run.quicklook, run.record]
+
+
 def vectorize(run: SceneRun, classes_path: Path) -> list[Path]:
     """Write one polygon layer per configured vector format; returns their paths."""
     output = run.options.output
@@ -343,7 +354,8 @@ def run_scene(
     """Process one scene unless it is up to date: the steps above, in order.
 
     Raises the step's error on failure (the caller decides about retries); the old STAC record is
-    removed before any output is replaced, so a failed run never looks complete.
+    removed before any output is replaced, so a failed run never looks complete. The scene's
+    outputs are locked from the first write to the record: a second run on them fails at once.
 
     Examples
     --------
@@ -357,10 +369,12 @@ def run_scene(
     if reason is None:
         return skipped_outcome(run, time.perf_counter() - started)
     check_scene(run)
-    result = segment(run, executor, progress)
-    products = [*vectorize(run, result.segment.classes_path)]
-    products.append(write_sheet(run.source, result.segment.classes_path, run.quicklook, run.id))
-    write_record(run, source_fingerprint, result, products)
+    with output_lock(run.out_dir, run.stem):  # one run at a time writes a scene's outputs
+        remove_stale_temporaries(scene_products(run))
+        result = segment(run, executor, progress)
+        products = [*vectorize(run, result.segment.classes_path)]
+        products.append(write_sheet(run.source, result.segment.classes_path, run.quicklook, run.id))
+        write_record(run, source_fingerprint, result, products)
     return done_outcome(run, result, products, reason, time.perf_counter() - started)
 
 

@@ -21,11 +21,26 @@ import numpy as np
 from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
 from geoseg.engine.inputs import PreparedInput, prepare_input
-from geoseg.errors import EmptySceneWarning
+from geoseg.errors import EmptySceneWarning, InvalidInputError
+from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
 from geoseg.io.checks import check_raster
-from geoseg.io.class_raster import ClassRasterWriter, Legend
-from geoseg.io.files import check_writable, is_virtual_path, require_file
+from geoseg.io.class_raster import (
+    ClassRasterWriter,
+    Legend,
+    class_counts,
+    job_tag_of,
+    partial_files,
+    written_by,
+)
+from geoseg.io.files import (
+    check_writable,
+    is_virtual_path,
+    output_lock,
+    remove_quietly,
+    remove_stale_temporaries,
+    require_file,
+)
 from geoseg.io.raster import scene_grid
 from geoseg.io.raster_style import write_raster_styles
 from geoseg.models.contract import ModelContract, Normalization
@@ -162,6 +177,39 @@ def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:
     }
 
 
+def job_tag(job: SceneJob, legend: Legend) -> str | None:
+    """The ``GEOSEG_JOB`` tag of the rasters this job writes: its :func:`resume_key` and legend.
+
+    The block size is left out: it does not change the result (tested byte-identical). None for
+    a predictor without an ``identity()`` (a plain callable, known only by its ``repr``): such
+    rasters are never taken for finished by a later run.
+    """
+    if not callable(getattr(job.predictor, "identity", None)):
+        return None
+    key = resume_key(job, 0)
+    key["tiling"] = [job.tile, job.overlap]
+    colors = [list(map(int, c)) for c in legend.colors]
+    return job_tag_of({"job": key, "classes": list(legend.names), "colors": colors})
+
+
+def rasters_of(paths: OutputPaths) -> list[Path]:
+    """The class raster, then the confidence raster if any."""
+    return [p for p in (paths.classes, paths.confidence) if p is not None]
+
+
+def finished_rasters(paths: OutputPaths, tag: str | None) -> bool:
+    """Whether every raster of ``paths`` is complete and was written by the job ``tag``."""
+    return tag is not None and all(written_by(p, tag) for p in rasters_of(paths))
+
+
+def replaceable_when_resuming(paths: OutputPaths, tag: str | None) -> list[Path]:
+    """Outputs a resumed run may replace: those of a class raster the same job finished."""
+    if tag is None or not written_by(paths.classes, tag):
+        return []
+    kept = [p for p in rasters_of(paths) if written_by(p, tag)]
+    return [*kept, *paths.vectors]
+
+
 class TileCounter:
     """Counts tiles as blocks report them and passes ``(done, total)`` to a progress callback."""
 
@@ -193,12 +241,15 @@ def segment_scene(
     """
     started = time.perf_counter()
     grid = scene_grid(job.scene, job.input)
+    tag = job_tag(job, legend)
+    if resume and finished_rasters(paths, tag):
+        return finished_segment(job, paths, legend, grid, started)
     size = block_size or default_block_size(job.tile, job.overlap, max(grid.shape))
     blocks = plan_blocks(TileGrid(grid.height, grid.width, job.tile, job.overlap), size, job.halo)
     counter = TileCounter(sum(b.num_tiles for b in blocks), progress)
     key = resume_key(job, size) if resume else None
     with ClassRasterWriter(
-        paths.classes, grid, legend, paths.confidence, overwrite=overwrite, resume=key
+        paths.classes, grid, legend, paths.confidence, overwrite=overwrite, resume=key, job_tag=tag
     ) as writer:
         todo = [b for b in blocks if b.id not in writer.finished_before]
         counts = sum_counts(writer.finished_before.values(), len(legend.names))
@@ -215,6 +266,28 @@ def segment_scene(
         pixel_area_m2=(grid.gsd or 1.0) ** 2,
         scene_pixels=grid.width * grid.height,
         tiles=computed,
+        tile=job.tile,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def finished_segment(
+    job: SceneJob, paths: OutputPaths, legend: Legend, grid: RasterGrid, started: float
+) -> SegmentResult:
+    """The result of rasters an earlier run of the same job finished (nothing is computed).
+
+    Working files that run had not removed yet (it was killed just after renaming) go now.
+    """
+    for leftover in partial_files(rasters_of(paths)):
+        remove_quietly(leftover)
+    return SegmentResult(
+        classes_path=paths.classes,
+        confidence_path=paths.confidence,
+        class_names=list(legend.names),
+        class_pixels=class_counts(paths.classes, len(legend.names)),
+        pixel_area_m2=(grid.gsd or 1.0) ** 2,
+        scene_pixels=grid.width * grid.height,
+        tiles=0,
         tile=job.tile,
         seconds=time.perf_counter() - started,
     )
@@ -281,11 +354,19 @@ def predict_scene(
     options
         Input (bands, nodata), tiling, inference (device, TTA), outputs (confidence, vector
         formats, simplify, min_area), ``overwrite`` and ``resume`` (journal finished blocks and
-        continue an interrupted run of the same job; the result is byte-identical).
+        continue an interrupted run of the same job wherever it stopped, also after its rasters
+        were finished; the result is byte-identical).
     executor
         Where blocks run (default: this process).
     progress
         Called with (tiles done, tiles total).
+
+    Raises
+    ------
+    OutputBusyError
+        Another run holds the lock of these outputs (``OUT/.<stem>.lock``, held to the end).
+    OutputWriteError
+        The disk is full or the folder is not writable (nothing final-named is left behind).
 
     Examples
     --------
@@ -303,34 +384,69 @@ def predict_scene(
     options = replace(options, input=prepared.input)
     job = model_job(path, model, contract, options, prepared.normalization)
     paths = OutputPaths.for_scene(path, out_dir, options.output)
+    check_apart(path, Path(out_dir), paths)
+    legend = Legend(contract.classes, contract.colors)
+    with output_lock(out_dir, Path(path.rstrip("/")).stem):
+        remove_stale_temporaries([*paths.all, *partial_files(rasters_of(paths))])
+        check_existing(paths, options, job_tag(job, legend))
+        seg = segment_scene(
+            job,
+            paths,
+            legend,
+            block_size=options.tiling.block_size,
+            executor=executor,
+            progress=progress,
+            overwrite=options.overwrite,
+            resume=options.resume,
+        )
+        warn_if_empty(path, seg)
+        write_raster_styles(
+            seg.classes_path, seg.class_names, contract.colors,
+            counts=seg.class_pixels.tolist(), confidence_path=seg.confidence_path,
+        )  # fmt: skip
+        result = PredictResult(scene=path, segment=seg, seconds={"segment": seg.seconds})
+        write_vectors(result, paths, options, executor)
+    return result
+
+
+def check_apart(scene: str, out_dir: Path, paths: OutputPaths) -> None:
+    """Refuse an output folder that is a file, or an output that is the input scene itself."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InvalidInputError(
+            f"{out_dir}: is a file, not a folder; set `out` to a folder for the outputs",
+            option="out",
+        )
+    if is_virtual_path(scene):
+        return
+    for target in paths.all:
+        if target.exists() and os.path.samefile(target, scene):
+            raise InvalidInputError(
+                f"{target}: is the input scene; writing outputs there would destroy it; "
+                "set `out` to another folder",
+                option="out",
+            )
+
+
+def check_existing(paths: OutputPaths, options: PredictOptions, tag: str | None) -> None:
+    """Refuse existing outputs unless ``overwrite``; ``resume`` may finish the same job's."""
+    replaceable = replaceable_when_resuming(paths, tag) if options.resume else []
     for existing in paths.existing():
-        check_writable(existing, options.overwrite)
-    seg = segment_scene(
-        job,
-        paths,
-        Legend(contract.classes, contract.colors),
-        block_size=options.tiling.block_size,
-        executor=executor,
-        progress=progress,
-        overwrite=options.overwrite,
-        resume=options.resume,
-    )
-    warn_if_empty(path, seg)
-    write_raster_styles(
-        seg.classes_path, seg.class_names, contract.colors,
-        counts=seg.class_pixels.tolist(), confidence_path=seg.confidence_path,
-    )  # fmt: skip
-    result = PredictResult(scene=path, segment=seg, seconds={"segment": seg.seconds})
+        check_writable(existing, options.overwrite or existing in replaceable)
+
+
+def write_vectors(
+    result: PredictResult, paths: OutputPaths, options: PredictOptions, executor: Executor | None
+) -> None:
+    """Polygonize the class raster into every vector output (replacing them when resuming)."""
     for target in paths.vectors:
         vec = vectorize_raster(
             paths.classes,
             target,
             options.output.vector,
-            overwrite=options.overwrite,
+            overwrite=options.overwrite or options.resume,
             executor=executor,
         )
         result.vector_paths.append(vec.path)
         result.vector_features += vec.features
         result.small_features += vec.small_features
         result.seconds["vectorize"] = result.seconds.get("vectorize", 0.0) + vec.seconds
-    return result

@@ -3,12 +3,19 @@
 Blocks are written into tiled working GeoTIFFs; :meth:`ClassRasterWriter.commit` turns them
 into Cloud-Optimized GeoTIFFs with overviews (mode resampling for classes), a colour table and
 class names, and renames them into place. A resumable writer keeps fixed working names and a
-:class:`~geoseg.io.journal.BlockJournal` so that a killed run continues where it stopped.
+:class:`~geoseg.io.journal.BlockJournal` so that a killed run continues where it stopped; working
+files or a journal that do not read back (a disk that filled up, a crash) are started afresh.
+
+Each COG carries a ``GEOSEG_JOB`` tag, a digest of what shaped it (:func:`job_tag_of`), so a
+resumed run can tell a finished raster of the same job from any other.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,12 +26,26 @@ import numpy as np
 import rasterio
 from rasterio.errors import RasterioError
 
-from geoseg.conventions import NODATA_CLASS
+from geoseg.conventions import LOGGER_NAME, NODATA_CLASS
+from geoseg.errors import GeosegError
 from geoseg.geo.geobox import RasterGrid
-from geoseg.geo.window import Window
-from geoseg.io.files import Committing, PendingOutput, check_writable, remove_quietly
+from geoseg.geo.window import Window, cover
+from geoseg.io.files import Committing, PendingOutput, check_writable, remove_quietly, writing
 from geoseg.io.journal import BlockJournal, Record, checksum, record_window
-from geoseg.io.raster import GDAL_WRITE_ENV, band_profile, colormap_of, gdal_env, to_cog, to_rio
+from geoseg.io.raster import (
+    GDAL_WRITE_ENV,
+    band_profile,
+    colormap_of,
+    gdal_env,
+    open_dataset,
+    read_pixels,
+    to_cog,
+    to_rio,
+)
+
+log = logging.getLogger(LOGGER_NAME)
+JOB_TAG = "GEOSEG_JOB"
+"""Dataset tag of a class (and confidence) COG: the digest of the job that wrote it."""
 
 
 class WorkingBand:
@@ -47,6 +68,7 @@ class WorkingBand:
             if reopen:
                 self.ds = rasterio.open(self.work, "r+")
             else:
+                remove_quietly(self.work)  # (GDAL would try to open a damaged one to delete it)
                 self.ds = rasterio.open(self.work, "w", **band_profile(grid, nodata))
 
     def write(self, data: np.ndarray, window: Window) -> None:
@@ -65,17 +87,17 @@ class WorkingBand:
         with gdal_env(**GDAL_WRITE_ENV):
             self.ds = rasterio.open(self.work, "r+")
 
-    def finish(self, resampling: str) -> None:
-        """Copy into a COG under a temporary name, rename it into place, drop the working file."""
+    def build_cog(self, resampling: str) -> None:
+        """Copy the working file into a COG under a temporary name."""
         self.ds.close()
-        to_cog(self.work, self.cog.tmp, resampling)
-        self.cog.commit()
-        remove_quietly(self.work)
+        with writing(self.cog.final):
+            to_cog(self.work, self.cog.tmp, resampling)
 
     def abort(self, keep: bool = False) -> None:
         """Close; delete the temporary COG and (unless ``keep``) the working file."""
         if not self.ds.closed:
-            self.ds.close()
+            with contextlib.suppress(Exception):  # flushing may fail again (a full disk)
+                self.ds.close()
         if not keep:
             remove_quietly(self.work)
         self.cog.abort()
@@ -84,6 +106,44 @@ class WorkingBand:
 def partial_name(final: Path, suffix: str | None = None) -> Path:
     """The fixed hidden working name of a resumable output: ``.<stem>.partial<suffix>``."""
     return final.with_name(f".{final.stem}.partial{final.suffix if suffix is None else suffix}")
+
+
+def partial_files(finals: Sequence[Path]) -> list[Path]:
+    """The working files and journal of a resumable run writing ``finals`` (class raster first)."""
+    return [*(partial_name(f) for f in finals), partial_name(finals[0], ".jsonl")]
+
+
+def job_tag_of(job: Any) -> str:
+    """A short digest of a JSON-serialisable job description (the ``GEOSEG_JOB`` tag).
+
+    Examples
+    --------
+    >>> job_tag_of({"scene": "a.tif"}) == job_tag_of({"scene": "a.tif"}) != job_tag_of({})
+    True
+    """
+    text = json.dumps(job, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def written_by(path: Path, job_tag: str) -> bool:
+    """Whether ``path`` is a complete raster whose ``GEOSEG_JOB`` tag is ``job_tag``."""
+    if not path.is_file():
+        return False
+    try:
+        with open_dataset(path) as ds:
+            return bool(ds.tags().get(JOB_TAG) == job_tag)
+    except (GeosegError, RasterioError):
+        return False
+
+
+def class_counts(path: Path, num_classes: int, rows: int = 1024) -> np.ndarray:
+    """Pixels per class of a class raster, read in strips of ``rows`` rows."""
+    counts = np.zeros(num_classes, dtype=np.int64)
+    with open_dataset(path) as ds:
+        for window in cover(Window(0, 0, ds.height, ds.width), max(rows, 1)):
+            values = read_pixels(ds, window, [1])[0].ravel()
+            counts += np.bincount(values, minlength=256)[:num_classes]
+    return counts
 
 
 @dataclass(frozen=True)
@@ -142,12 +202,16 @@ class ClassRasterWriter(Committing):
         *,
         overwrite: bool = False,
         resume: Any = None,
+        job_tag: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.confidence_path = Path(confidence_path) if confidence_path else None
+        self.job_tag = job_tag
         for target in self.finals:
-            check_writable(target, overwrite)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            same_job = resume is not None and job_tag is not None and written_by(target, job_tag)
+            check_writable(target, overwrite or same_job)
+            with writing(target):
+                target.parent.mkdir(parents=True, exist_ok=True)
         self.class_names = list(legend.names)
         colors = legend.colors
         self.journal = None
@@ -160,36 +224,58 @@ class ClassRasterWriter(Committing):
                 "size": [grid.height, grid.width],
             }
             self.journal = BlockJournal(partial_name(self.path, ".jsonl"), header)
-        records = self.journal.read() if self.journal else []
-        self._bands = self._open_bands(grid, reopen=bool(records))
-        if not self._bands:  # a partial file was unreadable: start afresh
-            records, self._bands = [], self._open_bands(grid, reopen=False)
-        kept = [r for r in records if self._on_disk(r)]
+        self._bands: list[WorkingBand] = []
+        with writing(self.path):
+            kept = self._reopen(grid) or self._start_afresh(grid)
+            if self.journal is not None:
+                self.journal.start(kept)
+            self._describe_classes(colors)
         self.finished_before = {r["block"]: list(r["counts"]) for r in kept}
         """Blocks an earlier run wrote and that read back intact: block id -> pixels per class."""
-        if self.journal is not None:
-            self.journal.start(kept)
-        self._describe_classes(colors)
 
     @property
     def finals(self) -> list[Path]:
         """The output paths: class raster, then confidence raster if any."""
         return [p for p in (self.path, self.confidence_path) if p is not None]
 
-    def _open_bands(self, grid: RasterGrid, reopen: bool) -> list[WorkingBand]:
-        """The working bands; when reopening fails, an empty list (after closing what opened)."""
-        bands: list[WorkingBand] = []
+    def _reopen(self, grid: RasterGrid) -> list[Record]:
+        """Reopen an interrupted run's working files; the journaled blocks that read back intact.
+
+        Anything unreadable (a file cut short by a full disk or a crash, a garbled journal) is
+        logged and discarded, and the run starts afresh: ``[]`` with no band open.
+        """
+        try:
+            records = self.journal.read() if self.journal else []
+            if not records:
+                return []
+            self._open_bands(grid, reopen=True)
+            return [r for r in records if self._on_disk(r)]
+        except Exception as exc:  # any damage means: start afresh
+            log.warning(
+                "%s: the partial files of an interrupted run are unreadable (%s); starting afresh",
+                self.path,
+                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+            )
+            self.abort_bands(keep=False)
+            return []
+
+    def _start_afresh(self, grid: RasterGrid) -> list[Record]:
+        """Create new working files (unless reopened ones are open); no block is done."""
+        if not self._bands:
+            self._open_bands(grid, reopen=False)
+        return []
+
+    def _open_bands(self, grid: RasterGrid, reopen: bool) -> None:
+        """Open (or create) one working band per output."""
         for final in self.finals:
             work = partial_name(final) if self.journal else None
-            try:
-                bands.append(WorkingBand(final, grid, NODATA_CLASS, work, reopen))
-            except RasterioError:
-                for band in bands:
-                    band.abort()
-                if not reopen:
-                    raise
-                return []
-        return bands
+            self._bands.append(WorkingBand(final, grid, NODATA_CLASS, work, reopen))
+
+    def abort_bands(self, keep: bool) -> None:
+        """Close the working bands; delete their files unless ``keep``."""
+        for band in self._bands:
+            band.abort(keep=keep)
+        self._bands = []
 
     def _on_disk(self, record: Record) -> bool:
         """Whether a journaled block reads back from the working files exactly as written."""
@@ -200,6 +286,9 @@ class ClassRasterWriter(Committing):
         ds = self._bands[0].ds
         ds.write_colormap(1, colormap_of(colors))
         ds.set_band_description(1, "classes")
+        if self.job_tag is not None:
+            for band in self._bands:
+                band.ds.update_tags(**{JOB_TAG: self.job_tag})
         ds.update_tags(
             CLASS_NAMES=json.dumps(self.class_names),
             CLASS_COLORS=json.dumps([list(map(int, c[:3])) for c in colors]),
@@ -222,22 +311,30 @@ class ClassRasterWriter(Committing):
         written = (
             [classes] if len(self._bands) == 1 or confidence is None else [classes, confidence]
         )
-        for band, data in zip(self._bands, written, strict=False):
-            band.write(data, window)
-        if self.journal is not None and block_id is not None:
-            for band in self._bands:
-                band.flush()
-            counts = np.bincount(classes.ravel(), minlength=256)[: len(self.class_names)]
-            self.journal.record(block_id, window, counts.tolist(), checksum(written))
+        with writing(self.path):
+            for band, data in zip(self._bands, written, strict=False):
+                band.write(data, window)
+            if self.journal is not None and block_id is not None:
+                for band in self._bands:
+                    band.flush()
+                counts = np.bincount(classes.ravel(), minlength=256)[: len(self.class_names)]
+                self.journal.record(block_id, window, counts.tolist(), checksum(written))
 
     def commit(self) -> None:
-        """Finish the COGs and rename them into place."""
+        """Finish the COGs, then rename them into place, then drop the working files.
+
+        Every COG is complete before the first is renamed, and the working files and journal go
+        last, so a run killed anywhere in here resumes without recomputing a block.
+        """
         for band, resampling in zip(self._bands, ("MODE", "AVERAGE"), strict=False):
-            band.finish(resampling)
+            band.build_cog(resampling)
+        for band in self._bands:
+            band.cog.commit()
+        for band in self._bands:
+            remove_quietly(band.work)
         if self.journal is not None:
             self.journal.remove()
 
     def abort(self) -> None:
         """Delete every temporary file (a resumable run keeps its partial files and journal)."""
-        for band in self._bands:
-            band.abort(keep=self.journal is not None)
+        self.abort_bands(keep=self.journal is not None)

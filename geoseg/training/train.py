@@ -6,9 +6,12 @@ model file it writes carries the contract (classes, bands, dtype, the normalisat
 the training images, GSD, tile), so ``predict`` normalises exactly as training did.
 
 Each epoch trains on randomly drawn chips and then scores the held-out areas; the model with the
-best mean IoU is written atomically to ``out``. A checkpoint beside it
-(``<out>.ckpt.safetensors``: weights, optimizer state, history as metadata) lets ``resume=True``
-continue after the last finished epoch.
+best mean IoU so far is kept under a hidden partial name (``.<stem>.partial.safetensors``) and
+renamed to ``out`` only when the last epoch is done, so a file named ``out`` is always a finished
+model. A checkpoint beside it (``<out>.ckpt.safetensors``: weights, optimizer state, history and
+the schedule as metadata) lets ``resume=True`` continue after the last finished epoch, with the
+same schedule: resuming with other ``epochs`` (or steps, learning rate) is refused, because the
+learning-rate schedule is laid out over the whole run.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 from geoseg.errors import InvalidInputError
 from geoseg.geo.window import cover
 from geoseg.io.checks import check_raster
-from geoseg.io.files import atomic_output, check_writable
+from geoseg.io.files import atomic_output, check_writable, writing
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
 from geoseg.models.contract import Mode, ModelContract, Normalization, default_colors
 from geoseg.models.modelfile import save_model_file
@@ -203,6 +206,12 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
     return path.with_name(f"{path.stem}.ckpt.safetensors")
 
 
+def partial_model_path(out: str | os.PathLike[str]) -> Path:
+    """``model.safetensors`` -> ``.model.partial.safetensors``: the best model until training ends."""
+    path = Path(out)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
 @dataclass
 class RunState:
     """Where a run stands: the last finished epoch, global step, history and best score."""
@@ -214,8 +223,11 @@ class RunState:
     best_miou: float | None = None
 
 
-def save_checkpoint(path: Path, trainer: Trainer, contract: ModelContract, state: RunState) -> None:
-    """Weights, optimizer tensors and (as metadata) the contract, run state and param groups."""
+def save_checkpoint(
+    path: Path, trainer: Trainer, contract: ModelContract, state: RunState, schedule: dict[str, Any]
+) -> None:
+    """Weights, optimizer tensors and (as metadata) the contract, run state, param groups and the
+    schedule (:meth:`EpochPlan.schedule`)."""
     from safetensors.torch import save_file
 
     optim = trainer.optimizer.state_dict()
@@ -224,7 +236,12 @@ def save_checkpoint(path: Path, trainer: Trainer, contract: ModelContract, state
     }
     for index, values in optim["state"].items():
         tensors.update({f"optim.{index}.{k}": v.contiguous().cpu() for k, v in values.items()})
-    meta = {"contract": contract.to_json(), "param_groups": optim["param_groups"], **asdict(state)}
+    meta = {
+        "contract": contract.to_json(),
+        "param_groups": optim["param_groups"],
+        "schedule": schedule,
+        **asdict(state),
+    }
     with atomic_output(path, overwrite=True) as tmp:
         save_file(tensors, os.fspath(tmp), metadata={CHECKPOINT_KEY: json.dumps(meta)})
 
@@ -267,6 +284,30 @@ def check_resumable(path: Path, contract: ModelContract) -> ModelContract:
             option="resume",
         )
     return saved
+
+
+def check_schedule(path: Path, plan: EpochPlan) -> None:
+    """Refuse to resume a checkpoint made for another schedule (epochs, steps, learning rate).
+
+    The learning rate follows one warm-up and cosine decay over ``epochs x steps``; continuing with
+    other values would silently bend it. Checkpoints written before the schedule was recorded
+    are accepted as they are.
+    """
+    saved = read_checkpoint_meta(path).get("schedule")
+    if not saved or saved == plan.schedule():
+        return
+    if saved["epochs"] != plan.epochs:
+        raise InvalidInputError(
+            f"{path}: the checkpoint was made for {saved['epochs']} epochs, not {plan.epochs}; "
+            f"set `epochs` to {saved['epochs']} to resume, or start over without `resume`",
+            options=("epochs", "resume"),
+        )
+    raise InvalidInputError(
+        f"{path}: the checkpoint was made for {saved['steps']} steps per epoch at learning rate "
+        f"{saved['lr']}; set `steps_per_epoch` and `lr` to those to resume, or start over "
+        "without `resume`",
+        options=("steps_per_epoch", "lr", "resume"),
+    )
 
 
 # --- the whole run ----------------------------------------------------------------------------
@@ -365,6 +406,10 @@ class EpochPlan:
         """Steps in the whole run (the schedule's length)."""
         return self.epochs * self.steps
 
+    def schedule(self) -> dict[str, Any]:
+        """What lays out the learning rate over the run (recorded in the checkpoint)."""
+        return {"epochs": self.epochs, "steps": self.steps, "lr": self.lr}
+
 
 def default_steps(split: Split, tile: int, batch_size: int) -> int:
     """Steps per epoch: enough chips to cover the training areas about once (at least 10)."""
@@ -379,13 +424,13 @@ def finish_epoch(
     state: RunState,
     record: EpochRecord,
     out: Path,
-    batch_size: int,
+    plan: EpochPlan,
     started: float,
 ) -> None:
-    """Validate, keep the model if it is the best so far, and checkpoint."""
+    """Validate, keep the model (under its partial name) if it is the best so far, checkpoint."""
     assert contract.normalization is not None
     if data.split.val:
-        scores = validate(trainer, data, contract.normalization, batch_size)
+        scores = validate(trainer, data, contract.normalization, plan.batch_size)
         record.accuracy = scores.accuracy
         record.miou = None if math.isnan(scores.miou) else scores.miou  # no labeled pixel
         record.iou = per_class(scores.iou, contract.classes)
@@ -398,8 +443,8 @@ def finish_epoch(
     )
     if improved or record.miou is None:
         state.best_epoch, state.best_miou = record.epoch, record.miou
-        save_model_file(out, trainer.net.state_dict(), contract, overwrite=True)
-    save_checkpoint(checkpoint_path(out), trainer, contract, state)
+        save_model_file(partial_model_path(out), trainer.net.state_dict(), contract, overwrite=True)
+    save_checkpoint(checkpoint_path(out), trainer, contract, state, plan.schedule())
 
 
 def train_model(
@@ -471,6 +516,8 @@ def train_model(
             seed=opts.seed,
             progress=progress,
         )
+        if resume and checkpoint_path(out).exists():
+            check_schedule(checkpoint_path(out), plan)
         state = fit(data, contract, plan, opts.loss, device, out, resume)
         if opts.tune_crf:
             contract, _ = store_tuned_crf(out, data, contract, device)
@@ -521,11 +568,20 @@ def fit(
         mean_loss = run_epoch(trainer, data, norm, state, plan)
         lr = learning_rate(state.step - 1, plan.total_steps, plan.lr)
         record = EpochRecord(epoch, mean_loss, lr, 0.0)
-        finish_epoch(trainer, data, contract, state, record, out, plan.batch_size, tic)
+        finish_epoch(trainer, data, contract, state, record, out, plan, tic)
         if plan.progress:
             plan.progress(
                 TrainProgress(
                     epoch, plan.epochs, plan.steps, plan.steps, mean_loss, record.miou, "validated"
                 )
             )
+    publish_model(out)
     return state
+
+
+def publish_model(out: Path) -> None:
+    """Training is complete: rename the best model from its partial name to ``out``."""
+    partial = partial_model_path(out)
+    if partial.exists():
+        with writing(out):
+            os.replace(partial, out)

@@ -46,7 +46,12 @@ from geoseg.conventions import NODATA_CLASS
 from geoseg.errors import InvalidInputError
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.window import Window, cover, rows_of
-from geoseg.io.files import check_writable, require_file
+from geoseg.io.files import (
+    check_writable,
+    output_lock,
+    remove_stale_temporaries,
+    require_file,
+)
 from geoseg.io.raster import ClassRasterInfo, open_dataset, read_class_info, read_pixels
 from geoseg.io.vector import SCHEMA, rebatch, resolve_output, write_vector
 from geoseg.options import VECTOR_FORMATS, VectorOptions
@@ -381,6 +386,9 @@ def vectorize_raster(
         than GeoPackage get a ``.qml`` side-car that QGIS loads automatically.
     overwrite
         Replace an existing output.
+
+        The output is locked while it is written (``.<stem>.lock`` beside it, the lock that
+        ``predict`` holds for the scene of the same stem): a second run on it fails at once.
     progress
         Called with ``(blocks done, blocks total)`` after each block.
     executor
@@ -410,7 +418,8 @@ def vectorize_raster(
     vector_format, out = resolve_output(out_path, vector_format)
     require_file(classes_path, "class raster")
     check_writable(out, overwrite)
-    with open_dataset(classes_path) as ds:
+    with output_lock(out.parent, out.stem), open_dataset(classes_path) as ds:
+        remove_stale_temporaries([out])
         check_class_raster(ds, opts.background, vector_format)
         info = read_class_info(ds)
         plan = make_plan(info, opts)
