@@ -167,8 +167,10 @@ def silence_dask_logs() -> dict[str, int]:
     """Raise Dask's loggers to CRITICAL unless geoseg logs at DEBUG; returns the old levels."""
     if logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG):
         return {}
-    levels = {name: logging.getLogger(name).level for name in DASK_LOGGERS}
-    for name in DASK_LOGGERS:
+    known = logging.root.manager.loggerDict
+    names = [*DASK_LOGGERS, *(n for n in known if n.split(".")[0] in DASK_LOGGERS)]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:  # children with their own level (distributed.client: warning) too
         logging.getLogger(name).setLevel(logging.CRITICAL)
     return levels
 
