@@ -408,8 +408,15 @@ class DaskExecutor(Closing):
                 raise self._workers_gone(need)
 
     def _can_run(self, need: dict[str, float] | None) -> bool:
-        """True while some worker of the scheduler can run tasks asking for ``need``."""
-        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        """True while some worker of the scheduler can run tasks asking for ``need``.
+
+        Also True when the scheduler cannot be asked (it just went away): Dask then cancels the
+        futures, and :meth:`_gather` reports it.
+        """
+        try:
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        except (OSError, TimeoutError):
+            return True
         return task_slots(workers, need) > 0
 
     def _workers_gone(self, need: dict[str, float] | None) -> ExecutorError:

@@ -59,8 +59,13 @@ def predict(inputs: dict[str, Path], out: Path, *extra: str, env=None) -> subpro
 
 
 def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
-    """Exit code and stderr of a finished subprocess."""
-    _, err = proc.communicate(timeout=timeout)
+    """Exit code and stderr of a finished subprocess (killed when it takes too long)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
     return proc.returncode, err
 
 
