@@ -10,6 +10,7 @@ deployment for ``prefect deploy`` and a work pool instead.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any, cast
 
 from prefect import serve
@@ -18,7 +19,9 @@ from prefect.schedules import Cron
 
 from flows.catalog_flow import catalog_flow
 from geoseg.batch.catalog import Catalog, load_catalog
-from geoseg.errors import CatalogError
+from geoseg.errors import CatalogError, GeosegError
+
+EXIT_USER_ERROR = 2
 
 
 def deployment_options(catalog: Catalog) -> dict[str, Any]:
@@ -43,11 +46,19 @@ def deployment_options(catalog: Catalog) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m flows.serve [CATALOG]``: serve until interrupted."""
+    """``python -m flows.serve [CATALOG]``: serve until interrupted.
+
+    A mistake in the catalog is one ``error:`` line naming the YAML path, and exit code 2.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("catalog", nargs="?", default="data_catalog.yaml")
     args = parser.parse_args(argv)
-    deployment = catalog_flow.to_deployment(**deployment_options(load_catalog(args.catalog)))
+    try:
+        options = deployment_options(load_catalog(args.catalog))
+    except GeosegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    deployment = catalog_flow.to_deployment(**options)
     serve(cast(RunnerDeployment, deployment))  # to_deployment is sync here
 
 

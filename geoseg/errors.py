@@ -82,6 +82,12 @@ class RasterReadError(GeosegError, OSError):
     """GDAL could not open or read a raster."""
 
 
+class RemoteReadError(RasterReadError):
+    """GDAL could not open or read a raster over the network (a ``/vsicurl/`` or other virtual
+    path), after its own HTTP retries. Unlike other geoseg errors it is *transient*: the batch
+    runner and the Prefect flows retry it."""
+
+
 class ModelFileError(GeosegError, ValueError):
     """A model file is missing, corrupt, unsafe or not a geoseg model."""
 

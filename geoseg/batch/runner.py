@@ -44,7 +44,7 @@ from geoseg.engine.block import BlockResult, SceneJob
 from geoseg.engine.executors import Executor, make_executor
 from geoseg.engine.scene import PredictResult, Progress, predict_scene
 from geoseg.engine.scene import check_scene as check_input_scene
-from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError
+from geoseg.errors import CatalogError, GeosegError, InputFileNotFoundError, RemoteReadError
 from geoseg.geo.tiling import Block
 from geoseg.io.files import (
     is_virtual_path,
@@ -433,13 +433,18 @@ def is_transient(error: BaseException) -> bool:
     """Worth retrying: I/O and network errors (``OSError``), never a user's mistake.
 
     A :class:`~geoseg.errors.GeosegError` (missing file, corrupt raster, band mismatch) fails the
-    same way every time, so it is not retried.
+    same way every time, so it is not retried, except a :class:`~geoseg.errors.RemoteReadError`
+    (reading a URL failed, after GDAL's own HTTP retries).
 
     Examples
     --------
     >>> is_transient(ConnectionResetError()), is_transient(InputFileNotFoundError("x"))
     (True, False)
+    >>> is_transient(RemoteReadError("/vsicurl/https://example.com/a.tif: read failed"))
+    True
     """
+    if isinstance(error, RemoteReadError):
+        return True
     return isinstance(error, OSError) and not isinstance(error, GeosegError)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 import traceback
 import warnings
 from collections.abc import Iterator
@@ -26,7 +28,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-state = {"verbose": False}
+state = {"verbose": False, "interrupted": False}
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -64,10 +66,25 @@ def root(
     state["verbose"] = verbose
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         logger.addHandler(handler)
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (also when redirected)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """Ignored: the stream is always the current ``sys.stderr``."""
 
 
 def one_line(text: str) -> str:
@@ -95,6 +112,12 @@ def report_error(exc: BaseException) -> int:
     return EXIT_USER_ERROR
 
 
+def report_interrupt() -> int:
+    """Print the one line of an interrupted command and return its exit code."""
+    console.print("interrupted: no output was replaced (with --resume, rerun to continue)")
+    return EXIT_INTERRUPTED
+
+
 @contextmanager
 def one_line_warnings() -> Iterator[None]:
     """Show each distinct warning once, as one line, while the command runs."""
@@ -107,11 +130,43 @@ def one_line_warnings() -> Iterator[None]:
             warnings.showwarning = previous
 
 
+INTERRUPTS = (signal.SIGINT, signal.SIGTERM)
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """A signal handler that stops the command as Ctrl-C does (and remembers it did)."""
+    state["interrupted"] = True
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt while the command runs, so writers abort.
+
+    Only in the main thread (elsewhere signal handlers cannot be set); typer turns the
+    interrupt into exit code 130, and ``state["interrupted"]`` tells it from a plain 130.
+    """
+    state["interrupted"] = False
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, interrupt) for sig in INTERRUPTS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_app(argv: list[str] | None = None) -> int:
-    """Run the CLI; user errors become one line and exit code 2, usage errors print usage."""
+    """Run the CLI; user errors become one line and exit code 2, usage errors print usage.
+
+    Ctrl-C and SIGTERM end the command with one line and exit code 130; outputs being written
+    are deleted (with ``--resume`` the finished blocks are kept for the next run).
+    """
     usage_errors = click_exceptions()
     try:
-        with one_line_warnings():
+        with one_line_warnings(), signals_interrupt():
             code = app(args=argv, standalone_mode=False)
     except GeosegError as exc:
         return report_error(exc)
@@ -122,9 +177,10 @@ def run_app(argv: list[str] | None = None) -> int:
         console.print("aborted")
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        console.print("interrupted: no output was replaced (with --resume, rerun to continue)")
-        return EXIT_INTERRUPTED
+        return report_interrupt()
     except usage_errors as exc:
         exc.show(file=sys.stderr)  # type: ignore[attr-defined]
         return int(getattr(exc, "exit_code", EXIT_USER_ERROR))
+    if state["interrupted"]:
+        return report_interrupt()
     return code if isinstance(code, int) else 0

@@ -16,14 +16,24 @@ Start them with ``dask worker ADDRESS --nthreads 1 --resources GPU=1``. Tasks of
 device is ``cuda`` (or ``auto`` on a cluster where some worker offers ``GPU``) ask for ``GPU=1``
 and run only there; ``resources=`` asks for any resource explicitly. A task asking for a resource
 no worker offers would wait forever, so :meth:`DaskExecutor.map_blocks` checks first and raises
-:class:`~geoseg.errors.ExecutorError`. On a local cluster started without ``worker_resources``
+:class:`~geoseg.errors.ExecutorError`; while it waits for results it keeps checking, and when no
+worker has offered the resources for ``grace`` seconds (the GPU workers left) it raises too. The
+default grace comes from the Dask config key ``geoseg.worker-grace`` (60 s; environment
+``DASK_GEOSEG__WORKER_GRACE``). On a local cluster started without ``worker_resources``
 every worker sees this machine's GPUs, so ``cuda`` jobs run on all of them unconstrained.
 
 Failures
 --------
 When a worker dies, Dask recomputes its blocks elsewhere (same output). A block that keeps killing
 workers (``distributed.scheduler.allowed-failures``, default 3 retries) ends the run with an
-:class:`~geoseg.errors.ExecutorError`.
+:class:`~geoseg.errors.ExecutorError`, and so does losing the scheduler (Dask cancels every
+future); with ``resume`` the finished blocks are kept and a rerun continues.
+
+Logging
+-------
+Dask's own log lines (INFO lines of a local cluster, the client's traceback when the scheduler
+goes away) are silenced while an executor is open, unless geoseg's logger is at DEBUG
+(``geoseg --verbose``): geoseg reports what went wrong itself.
 
 Examples
 --------
@@ -35,8 +45,11 @@ Examples
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,6 +58,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from geoseg.conventions import LOGGER_NAME
 from geoseg.engine.block import BlockResult, SceneJob, TileCallback, run_block
 from geoseg.errors import ExecutorError, InvalidInputError
 from geoseg.geo.tiling import Block
@@ -63,8 +77,16 @@ READERS_PER_THREAD = 2
 """Scenes a worker thread keeps open (the latest runs)."""
 IN_FLIGHT_PER_SLOT = 2
 """Blocks submitted per worker slot: one running, one ready to start."""
+GRACE_KEY = "geoseg.worker-grace"
+"""Dask config key: seconds without a worker offering the tasks' resources before giving up."""
+DEFAULT_GRACE_S = 60.0
+POLL_S = 0.5
+"""Seconds between checks of the workers while waiting for results."""
+DASK_LOGGERS = ("distributed", "tornado")
+"""Loggers silenced while an executor is open (unless geoseg's logger is at DEBUG)."""
 
 _local = threading.local()
+log = logging.getLogger(LOGGER_NAME)
 
 
 # --- on the workers -------------------------------------------------------------------------
@@ -141,6 +163,47 @@ def task_slots(workers: Mapping[str, Any], need: Mapping[str, float] | None) -> 
     return slots
 
 
+def silence_dask_logs() -> dict[str, int]:
+    """Raise Dask's loggers to CRITICAL unless geoseg logs at DEBUG; returns the old levels."""
+    if logging.getLogger(LOGGER_NAME).isEnabledFor(logging.DEBUG):
+        return {}
+    known = logging.root.manager.loggerDict
+    names = [*DASK_LOGGERS, *(n for n in known if n.split(".")[0] in DASK_LOGGERS)]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:  # children with their own level (distributed.client: warning) too
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    return levels
+
+
+def restore_levels(levels: Mapping[str, int]) -> None:
+    """Undo :func:`silence_dask_logs`."""
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def worker_grace(grace: float | None) -> float:
+    """``grace``, or the Dask config's ``geoseg.worker-grace`` (default 60 s)."""
+    if grace is not None:
+        return grace
+    import dask.config
+
+    return float(dask.config.get(GRACE_KEY, DEFAULT_GRACE_S))
+
+
+def resource_fix(need: Mapping[str, float] | None) -> str:
+    """How to start workers that offer ``need``."""
+    flags = " ".join(f"--resources {k}={v:g}" for k, v in (need or {}).items())
+    return f"start workers with 'dask worker <scheduler> --nthreads 1 {flags}'"
+
+
+def worker_env(workers: int, quiet: bool) -> dict[str, str]:
+    """Environment of a local cluster's workers: threads per worker, and quiet Dask logs."""
+    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))}
+    if quiet:
+        env["DASK_LOGGING__DISTRIBUTED"] = "error"
+    return env
+
+
 def describe_resources(workers: Mapping[str, Any]) -> str:
     """What the workers offer, e.g. ``2 worker(s) offering {} or {'GPU': 1}``."""
     offers = sorted({repr(dict(info.get("resources") or {})) for info in workers.values()})
@@ -172,6 +235,10 @@ class DaskExecutor(Closing):
         that cannot reach the workers).
     timeout
         Seconds to wait for the scheduler, and for a first worker to join it.
+    grace
+        Seconds a run waits while no worker offers the resources its tasks need (the workers
+        left) before it raises :class:`ExecutorError`; default: the Dask config key
+        ``geoseg.worker-grace``, else 60.
 
     Examples
     --------
@@ -190,13 +257,16 @@ class DaskExecutor(Closing):
         dashboard: bool = False,
         direct: bool = True,
         timeout: float = 30.0,
+        grace: float | None = None,
     ) -> None:
         check_options(workers, scheduler, max_in_flight)
         distributed = import_distributed()
         self.resources = dict(resources) if resources else None
         self.max_in_flight = max_in_flight
         self.timeout = timeout
+        self.grace = worker_grace(grace)
         self.cluster = None
+        self._log_levels = silence_dask_logs()
         if workers is not None:
             self.cluster = distributed.LocalCluster(
                 n_workers=workers,
@@ -206,7 +276,7 @@ class DaskExecutor(Closing):
                 dashboard_address="127.0.0.1:0",
                 scheduler_kwargs={"dashboard": dashboard},
                 resources=dict(worker_resources) if worker_resources else None,
-                env={"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // workers))},
+                env=worker_env(workers, quiet=bool(self._log_levels)),
             )
         self.client = self._connect(distributed, scheduler, direct)
 
@@ -224,6 +294,7 @@ class DaskExecutor(Closing):
         except (OSError, TimeoutError) as exc:
             if self.cluster is not None:
                 self.cluster.close()
+            restore_levels(self._log_levels)
             raise ExecutorError(
                 f"cannot reach the Dask scheduler at {scheduler} ({exc}); start one with "
                 "'dask scheduler' and pass the address it prints (tcp://host:8786)"
@@ -241,15 +312,17 @@ class DaskExecutor(Closing):
         )
         slots = task_slots(workers, need)
         if slots == 0:
-            flags = " ".join(f"--resources {k}={v:g}" for k, v in (need or {}).items())
             raise ExecutorError(
                 f"no Dask worker offers the resources {need} that the tasks ask for "
-                f"({describe_resources(workers)}); start workers with "
-                f"'dask worker <scheduler> --nthreads 1 {flags}', or run on CPU (set `device` to "
-                "cpu)",
+                f"({describe_resources(workers)}); {resource_fix(need)}, or run on CPU (set "
+                "`device` to cpu)",
                 option="device",
             )
-        return need, self.max_in_flight or IN_FLIGHT_PER_SLOT * slots
+        limit = self.max_in_flight or IN_FLIGHT_PER_SLOT * slots
+        log.debug(
+            "Dask: %s; tasks ask for %s, %d in flight", describe_resources(workers), need, limit
+        )
+        return need, limit
 
     def _workers(self) -> dict[str, Any]:
         """The scheduler's workers, waiting up to ``timeout`` for a first one to join."""
@@ -280,6 +353,7 @@ class DaskExecutor(Closing):
         run = uuid.uuid4().hex[:12]
         todo = iter(blocks)
         in_flight: dict[Future, Block] = {}
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
 
         def submit(block: Block) -> Future:
             future = self.client.submit(
@@ -292,16 +366,18 @@ class DaskExecutor(Closing):
                 pure=False,
             )
             in_flight[future] = block
+            future.add_done_callback(finished.put)
             return future
 
-        arrived = distributed.as_completed(loop=self.client.loop)
-        arrived.update(submit(b) for b in islice(todo, limit))
+        for block in islice(todo, limit):
+            submit(block)
         try:
-            for future in arrived:
+            while in_flight:
+                future = self._next_done(finished, need)
                 block = in_flight.pop(future)
                 following = next(todo, None)
                 if following is not None:
-                    arrived.add(submit(following))
+                    submit(following)
                 result = self._gather(future, block, distributed)
                 if on_tiles:
                     on_tiles(result.tiles)
@@ -309,6 +385,49 @@ class DaskExecutor(Closing):
         finally:
             if in_flight:
                 self.client.cancel(list(in_flight))
+
+    def _next_done(
+        self, finished: queue.SimpleQueue[Future], need: dict[str, float] | None
+    ) -> Future:
+        """The next finished future; every ``POLL_S`` checks that some worker can run the tasks.
+
+        Raises :class:`ExecutorError` once no worker has offered ``need`` for ``grace`` seconds.
+        """
+        lost_since: float | None = None
+        while True:
+            try:
+                return finished.get(timeout=POLL_S)
+            except queue.Empty:
+                pass
+            if self.client.status != "running" or self._can_run(need):
+                lost_since = None
+            elif lost_since is None:
+                lost_since = time.monotonic()
+                log.warning("no Dask worker offers %s now; waiting %g s", need, self.grace)
+            elif time.monotonic() - lost_since > self.grace:
+                raise self._workers_gone(need)
+
+    def _can_run(self, need: dict[str, float] | None) -> bool:
+        """True while some worker of the scheduler can run tasks asking for ``need``.
+
+        Also True when the scheduler cannot be asked (it just went away): Dask then cancels the
+        futures, and :meth:`_gather` reports it.
+        """
+        try:
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        except (OSError, TimeoutError):
+            return True
+        return task_slots(workers, need) > 0
+
+    def _workers_gone(self, need: dict[str, float] | None) -> ExecutorError:
+        """The error of a run whose tasks no worker has been able to run for ``grace`` s."""
+        workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        return ExecutorError(
+            f"no Dask worker has offered the resources {need or {}} that the tasks ask for in "
+            f"{self.grace:g} s (did the workers leave? {describe_resources(workers)}); "
+            f"{resource_fix(need)} and rerun (with `resume` to keep the finished blocks)",
+            option="resume",
+        )
 
     def _gather(self, future: Future, block: Block, distributed: ModuleType) -> BlockResult:
         """A finished block's result, fetched from its worker and then forgotten by Dask."""
@@ -323,12 +442,20 @@ class DaskExecutor(Closing):
                 options=("block_size", "batch_size"),
             ) from exc
         except distributed.CancelledError as exc:
-            raise ExecutorError(
-                f"block {block.id} was cancelled on the Dask cluster ({exc}); was the scheduler "
-                "restarted or the connection lost?"
-            ) from exc
+            raise self._cancelled(block, exc) from exc
         future.release()
         return result
+
+    def _cancelled(self, block: Block, exc: BaseException) -> ExecutorError:
+        """The error of a block Dask cancelled: usually the scheduler went away."""
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        where = self.client.scheduler.address if self.client.scheduler else "the scheduler"
+        return ExecutorError(
+            f"block {block.id} was cancelled on the Dask cluster ({reason}): the connection to "
+            f"the scheduler {where} was lost or it was restarted; check that it runs (dask "
+            "scheduler) and rerun, with `resume` to keep the finished blocks",
+            option="resume",
+        )
 
     def map_ordered(self, fn: Callable[[T], R], items: Sequence[T]) -> list[R]:
         """``[fn(x) for x in items]`` computed on the workers (used per row of vectorize blocks)."""
@@ -340,9 +467,12 @@ class DaskExecutor(Closing):
 
     def close(self) -> None:
         """Disconnect, and shut down the local cluster if this executor started one."""
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            restore_levels(self._log_levels)
 
 
 def check_options(workers: int | None, scheduler: str | None, max_in_flight: int | None) -> None:

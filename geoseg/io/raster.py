@@ -29,10 +29,17 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window as RioWindow
 
 from geoseg.conventions import NODATA_CLASS
-from geoseg.errors import AlphaBandWarning, InvalidInputError, RasterReadError
+from geoseg.errors import AlphaBandWarning, InvalidInputError, RasterReadError, RemoteReadError
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.window import Window
-from geoseg.io.files import Closing, Committing, PendingOutput, atomic_output, require_file
+from geoseg.io.files import (
+    Closing,
+    Committing,
+    PendingOutput,
+    atomic_output,
+    is_virtual_path,
+    require_file,
+)
 from geoseg.options import InputOptions
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "int16", "float32", "float64")
@@ -46,11 +53,20 @@ ALPHA_SAMPLE_SIDE = 256
 """Side of the decimated read that decides whether a band flagged alpha is a mask."""
 
 
+GDAL_HTTP_ENV = {"GDAL_HTTP_MAX_RETRY": "3", "GDAL_HTTP_RETRY_DELAY": "1"}
+"""GDAL's retries of failed HTTP requests (429, 5xx) on ``/vsicurl/`` and other virtual paths
+(GDAL's default is none); the same variables in the environment win."""
+
+
 @contextmanager
 def gdal_env(**options: Any) -> Iterator[None]:
-    """GDAL settings for geoseg's reads and writes, scoped with :class:`rasterio.Env`."""
+    """GDAL settings for geoseg's reads and writes, scoped with :class:`rasterio.Env`.
+
+    Reads of virtual paths retry failed HTTP requests (:data:`GDAL_HTTP_ENV`).
+    """
     cache = os.environ.get("GDAL_CACHEMAX", GDAL_CACHE_MB)
-    with rasterio.Env(GDAL_CACHEMAX=cache, **options):
+    http = {key: os.environ.get(key, value) for key, value in GDAL_HTTP_ENV.items()}
+    with rasterio.Env(GDAL_CACHEMAX=cache, **http, **options):
         yield
 
 
@@ -66,6 +82,11 @@ def open_dataset(path: str | os.PathLike[str]) -> DatasetReader:
         with gdal_env():
             return rasterio.open(path)
     except RasterioError as exc:
+        if is_virtual_path(path):
+            raise RemoteReadError(
+                f"{path}: GDAL cannot open it ({exc}); check the URL, the network and any "
+                "credentials (GDAL retried failed requests; a batch run retries the scene)"
+            ) from exc
         raise RasterReadError(f"{path}: GDAL cannot open it as a raster ({exc})") from exc
 
 
@@ -166,6 +187,10 @@ def read_pixels(ds: DatasetReader, window: Window, bands: Sequence[int]) -> np.n
         with gdal_env():
             return ds.read(list(bands), window=to_rio(window))
     except RasterioError as exc:
+        if is_virtual_path(ds.name):
+            raise RemoteReadError(
+                f"{ds.name}: read failed at {window} ({exc}); check the network and rerun"
+            ) from exc
         raise RasterReadError(f"{ds.name}: read failed at {window} ({exc})") from exc
 
 

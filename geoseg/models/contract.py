@@ -11,7 +11,7 @@ import json
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -186,11 +186,22 @@ class ModelContract:
 
     @classmethod
     def from_json(cls, text: str) -> ModelContract:
-        """Parse a contract written by :meth:`to_json`."""
+        """Parse a contract written by :meth:`to_json`.
+
+        Raises :class:`ModelFileError` saying what is wrong (not JSON, not an object, a missing
+        or unknown field, a value of the wrong type); the caller adds the file's name.
+
+        Examples
+        --------
+        >>> ModelContract.from_json('["unet"]')
+        Traceback (most recent call last):
+        ...
+        geoseg.errors.ModelFileError: the model contract is malformed: expected a JSON object, got list
+        """
+        data = contract_fields(text)
+        norm = data.pop("normalization", None)
+        crf = data.pop("crf", None)
         try:
-            data: dict[str, Any] = json.loads(text)
-            norm = data.pop("normalization", None)
-            crf = data.pop("crf", None)
             return cls(
                 **{
                     **data,
@@ -204,8 +215,49 @@ class ModelContract:
                     "crf": CrfParams(**crf) if crf else None,
                 }
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelFileError(f"the model contract is malformed ({exc})") from exc
+        except ModelFileError as exc:
+            raise ModelFileError(f"the model contract is inconsistent: {exc}") from exc
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ModelFileError(f"the model contract is malformed: bad value ({exc})") from exc
+
+
+CONTRACT_REQUIRED = ("arch", "encoder", "bands", "dtype", "classes", "colors")
+CONTRACT_TYPES: dict[str, type] = {
+    "arch": str, "encoder": str, "bands": int, "dtype": str, "classes": list, "colors": list,
+    "tile_size": int, "mode": str,
+}  # fmt: skip
+"""JSON types of the fields whose wrong type would only fail later, far from the file."""
+
+
+def contract_fields(text: str) -> dict[str, Any]:
+    """The fields of a contract's JSON, checked against :class:`ModelContract`'s fields."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ModelFileError(f"the model contract is malformed: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ModelFileError(
+            f"the model contract is malformed: expected a JSON object, got {type(data).__name__}"
+        )
+    known = {f.name for f in fields(ModelContract)}
+    unknown = sorted(set(data) - known)
+    missing = [name for name in CONTRACT_REQUIRED if name not in data]
+    if unknown or missing:
+        problem = f"unknown field(s) {unknown}" if unknown else f"missing field(s) {missing}"
+        raise ModelFileError(
+            f"the model contract is malformed: {problem}; valid fields: {', '.join(sorted(known))}"
+        )
+    for name, kind in CONTRACT_TYPES.items():
+        value = data.get(name, kind())
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ModelFileError(
+                f"the model contract is malformed: {name} should be a JSON "
+                f"{JSON_NAMES[kind]}, got {value!r}"
+            )
+    return data
+
+
+JSON_NAMES = {str: "string", int: "integer", list: "array"}
 
 
 def default_colors(classes: int | Sequence[str]) -> tuple[tuple[int, int, int], ...]:

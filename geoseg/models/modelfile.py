@@ -43,8 +43,17 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def read_contract(path: str | os.PathLike[str]) -> ModelContract:
-    """Read only the contract (no weights) from a model file."""
-    return ModelContract.from_json(_metadata(path)[CONTRACT_KEY])
+    """Read only the contract (no weights) from a model file.
+
+    Raises :class:`ModelFileError` naming the file and what is wrong with it.
+    """
+    text = _metadata(path)[CONTRACT_KEY]
+    try:
+        return ModelContract.from_json(text)
+    except ModelFileError as exc:
+        raise ModelFileError(
+            f"{path}: {exc}; recreate the file with 'geoseg model-create' or 'geoseg train'"
+        ) from exc
 
 
 def _metadata(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -72,8 +81,28 @@ def load_model_file(path: str | os.PathLike[str]) -> ModelFile:
     from safetensors.torch import load_file
 
     contract = read_contract(path)
-    state = load_file(os.fspath(path))
+    state = _load_tensors(path, load_file)
     return ModelFile(Path(path), contract, state, file_sha256(path))
+
+
+def _load_tensors(path: str | os.PathLike[str], load: Any) -> dict[str, Any]:
+    """``load(path)`` (a safetensors loader); a corrupt or truncated file is a ModelFileError."""
+    from safetensors import SafetensorError
+
+    try:
+        return dict(load(os.fspath(path)))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(
+            f"{path}: not a readable safetensors file ({first_line(exc)}); is it truncated or "
+            "another format? save weights with torch.save(model.state_dict(), 'weights.pt') or "
+            "safetensors.torch.save_file"
+        ) from exc
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def save_model_file(
@@ -106,13 +135,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, Any]:
     if Path(path).suffix == SAFETENSORS_SUFFIX:
         from safetensors.torch import load_file
 
-        return dict(load_file(os.fspath(path)))
+        return _load_tensors(path, load_file)
     try:
         obj = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
         raise ModelFileError(
-            f"{path}: refused to load: not a plain tensor state dict ({first_line}); "
+            f"{path}: refused to load: not a plain tensor state dict ({first_line(exc)}); "
             "save it with torch.save(model.state_dict(), path) or as safetensors"
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from geoseg.errors import InvalidInputError, choice_error
+from geoseg.errors import InvalidInputError, ModelFileError, choice_error
 from geoseg.models.contract import Mode, ModelContract
 from geoseg.models.modelfile import file_sha256, load_model_file
 from geoseg.models.registry import build_network
@@ -133,9 +133,17 @@ def network_from_state(contract: ModelContract, state_dict: dict[str, Any]) -> A
 def _cached_predictor(path: str, sha256: str, device: str, tta: bool) -> Predictor:
 
     model = load_model_file(path)
-    predictor: Predictor = TorchPredictor(
-        network_from_state(model.contract, model.state_dict), model.contract, device
-    )
+    try:
+        net = network_from_state(model.contract, model.state_dict)
+    except RuntimeError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        first = lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
+        raise ModelFileError(
+            f"{path}: the weights do not fit the contract's network ({first}); the file's "
+            "contract and weights disagree: recreate it with 'geoseg model-create' or "
+            "'geoseg train'"
+        ) from exc
+    predictor: Predictor = TorchPredictor(net, model.contract, device)
     return D4Predictor(predictor) if tta else predictor
 
 
