@@ -325,23 +325,29 @@ def test_summary_rows_and_markdown(tmp_path):
 # --- geoseg run-catalog ------------------------------------------------------------------------
 
 
+def both(capsys) -> str:
+    """What a command printed: results (stdout) and progress lines (stderr)."""
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
 def test_run_catalog_cli_end_to_end(tmp_path, model_files, capsys):
     path = str(workspace(tmp_path, model_files[0]))
     assert run_app(["run-catalog", path]) == 0
-    err = capsys.readouterr().err
+    err = both(capsys)
     assert "done demo/scene_00: new" in err and "2 scene(s): 2 done, 0 skipped, 0 failed" in err
     assert "catalog run" in err and "building (ha)" in err
     assert run_app(["run-catalog", path]) == 0
-    assert "2 scene(s): 0 done, 2 skipped, 0 failed" in capsys.readouterr().err
+    assert "2 scene(s): 0 done, 2 skipped, 0 failed" in both(capsys)
     (tmp_path / "scenes" / "scene_07.tif").write_bytes(b"corrupt")
     write_scenes(tmp_path / "new", scenes=3, size=SIZE)
     shutil.copy(tmp_path / "new" / "scene_02.tif", tmp_path / "scenes" / "scene_02.tif")
     assert run_app(["run-catalog", path]) == 1  # one failed; the new scene still ran
-    err = capsys.readouterr().err
+    err = both(capsys)
     assert "4 scene(s): 1 done, 2 skipped, 1 failed (demo/scene_07)" in err
     assert "scene_07.tif: GDAL cannot open it" in err
     assert run_app(["run-catalog", path, "--only", "demo/scene_00", "--force"]) == 0
-    assert "1 scene(s): 1 done, 0 skipped, 0 failed" in capsys.readouterr().err
+    assert "1 scene(s): 1 done, 0 skipped, 0 failed" in both(capsys)
 
 
 def test_run_catalog_cli_error_is_one_line(tmp_path, capsys):

@@ -90,7 +90,7 @@ def test_valid_catalog_maps_onto_typed_parameters(folder):
         vector_formats=("gpkg", "fgb"), confidence=True, min_area=2.0
     )
     assert catalog.execution == Execution(workers=2)
-    assert catalog.schedule == Schedule("30 3 * * 1-5", "Europe/Berlin")
+    assert catalog.schedule == Schedule(cron="30 3 * * 1-5", timezone="Europe/Berlin")
 
 
 def test_optional_sections_default(folder):
@@ -302,7 +302,7 @@ def test_validate_refuses_a_model_that_is_not_one(folder):
 
 def test_cli_validate_prints_scenes_and_models(tmp_path, model_file, capsys):
     assert run_app(["catalog", "validate", str(real_catalog(tmp_path, model_file))]) == 0
-    err = capsys.readouterr().err
+    err = capsys.readouterr().out  # results go to stdout
     for text in (
         "models",
         "unet/resnet18",
@@ -342,3 +342,35 @@ def test_shipped_catalog_is_valid(tmp_path, model_file):
     assert [Path(f).name for f in report.files["demo"]] == ["scene_00.tif", "scene_01.tif"]
     assert report.catalog.outputs.path == str(tmp_path / "geoseg_demo" / "catalog_out")
     assert report.catalog.schedule is not None
+
+
+def test_cli_validate_json_and_the_catalog_schema(tmp_path, model_file, capsys):
+    import json
+
+    import jsonschema
+
+    catalog = real_catalog(tmp_path, model_file)
+    assert run_app(["catalog", "validate", str(catalog), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ok"] is True and doc["problems"] == {}
+    assert list(doc["models"]) == ["unet"] and doc["models"]["unet"]["bands"] == 3
+    assert run_app(["catalog", "schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    import yaml
+
+    valid = yaml.safe_load(textwrap.dedent(VALID))
+    jsonschema.validate(valid, schema)  # the shipped shape validates against the schema
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**valid, "defaults": {"tiel": 64}}, schema)  # unknown key
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**valid, "defaults": {"batch_size": "8"}}, schema)  # wrong type
+
+
+def test_shipped_catalog_validates_against_the_schema():
+    import jsonschema
+    import yaml
+
+    from geoseg.batch.catalog import catalog_schema
+
+    shipped = yaml.safe_load((REPO / "data_catalog.yaml").read_text())
+    jsonschema.validate(shipped, catalog_schema())

@@ -60,7 +60,7 @@ def test_unknown_architecture_lists_choices(tmp_path, capsys):
 
 def test_model_info_prints_the_contract(model_path, capsys):
     assert run_app(["model-info", str(model_path)]) == 0
-    out = capsys.readouterr().err
+    out = capsys.readouterr().out  # results go to stdout (> file keeps them)
     assert "unet / resnet18" in out and "class 2" in out
 
 

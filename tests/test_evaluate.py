@@ -132,9 +132,9 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
 
     pred = class_raster(tmp_path / "p.tif", PRED)
     truth = class_raster(tmp_path / "t.tif", TRUTH)
-    code = run_app(["evaluate", pred, "--truth", truth, "--json", str(tmp_path / "r.json")])
-    err = capsys.readouterr().err
-    assert code == 0 and "building" in err and "0.600" in err and "mean IoU" in err
+    code = run_app(["evaluate", pred, "--truth", truth, "--report", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert code == 0 and "building" in out and "0.600" in out and "mean IoU" in out
     assert json.loads((tmp_path / "r.json").read_text())["pixels"] == 18
     assert run_app(["evaluate", str(tmp_path / "missing.tif"), "--truth", truth]) == 2
     assert "missing.tif: prediction not found" in capsys.readouterr().err

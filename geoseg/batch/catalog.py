@@ -30,18 +30,19 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import glob
+import json
 import os
 import re
-import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from geoseg.errors import CatalogError, GeosegError
 from geoseg.io.files import is_virtual_path
@@ -54,19 +55,58 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 
 
-@dataclass(frozen=True)
-class SceneEntry:
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def _typed(kind: type, name: str, hint: str = "") -> BeforeValidator:
+    """A check that a YAML value has exactly the expected type (no coercion from text)."""
+
+    def check(value: Any) -> Any:
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if not ok:
+            extra = hint if value is not None else ""
+            raise PydanticCustomError(
+                "geoseg_type", "expected {name}, got {shown}{hint}",
+                {"name": name, "shown": _shown(value), "hint": extra},
+            )  # fmt: skip
+        return float(value) if kind is float else value
+
+    return BeforeValidator(check)
+
+
+def _listed(value: Any) -> Any:
+    """A single text where a list is expected stands for a list of one."""
+    return [value] if isinstance(value, str) else value
+
+
+Text = Annotated[str, _typed(str, "text", " (quote it)")]
+Integer = Annotated[int, _typed(int, "an integer")]
+Number = Annotated[float, _typed(float, "a number")]
+Flag = Annotated[bool, _typed(bool, "true or false")]
+Texts = Annotated[tuple[Text, ...], BeforeValidator(_listed)]
+
+
+class Section(BaseModel):
+    """A catalog section: unknown keys are refused, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SceneEntry(Section):
     """One ``scenes:`` entry: a file, a glob or a GDAL URL, and how to read it.
 
     ``path`` is absolute (resolved against the catalog's folder) unless it is a URL.
     """
 
-    id: str
-    path: str
-    model: str = ""
-    bands: tuple[int, ...] | None = None
-    nodata: float | None = None
-    tags: tuple[str, ...] = ()
+    id: Text
+    path: Text
+    model: Text = ""
+    bands: tuple[Integer, ...] | None = None
+    nodata: Number | None = None
+    tags: Texts = ()
 
     @property
     def input(self) -> InputOptions:
@@ -79,19 +119,18 @@ class SceneEntry:
         return not is_virtual_path(self.path) and bool(GLOB_CHARS & set(self.path))
 
 
-@dataclass(frozen=True)
-class Outputs:
+class Outputs(Section):
     """Where products go and which ones: ``predict_scene``'s output options.
 
     ``path`` is a folder (relative to the catalog's folder) or a ``file://`` URI; each scene
     entry writes into ``<path>/<entry id>/``.
     """
 
-    path: str
-    vector_formats: tuple[str, ...] = ("gpkg",)
-    confidence: bool = False
-    simplify: float = 0.0
-    min_area: float = 0.0
+    path: Text
+    vector_formats: Texts = ("gpkg",)
+    confidence: Flag = False
+    simplify: Number = 0.0
+    min_area: Number = 0.0
 
     @property
     def options(self) -> OutputOptions:
@@ -104,16 +143,16 @@ class Outputs:
         )
 
 
-@dataclass(frozen=True)
-class Defaults:
+class Defaults(Section):
     """Tiling and inference options shared by every scene."""
 
-    tile: int | None = None
-    overlap: int | None = None
-    batch_size: int = 4
-    block_size: int | None = None
-    device: str = "auto"
-    tta: bool = False
+    tile: Integer | None = None
+    overlap: Integer | None = None
+    batch_size: Integer = 4
+    block_size: Integer | None = None
+    device: Text = "auto"
+    tta: Flag = False
+    crf: Flag = False
 
     @property
     def tiling(self) -> TilingOptions:
@@ -128,27 +167,40 @@ class Defaults:
     @property
     def inference(self) -> InferenceOptions:
         """The :class:`~geoseg.options.InferenceOptions` these defaults describe."""
-        return InferenceOptions(device=self.device, tta=self.tta)
+        return InferenceOptions(device=self.device, tta=self.tta, crf=self.crf)
 
 
-@dataclass(frozen=True)
-class Execution:
+class Execution(Section):
     """Where blocks run: the keyword arguments of :func:`geoseg.engine.executors.make_executor`.
 
     Neither field: in this process. ``workers``: a local Dask cluster of that many processes.
     ``scheduler``: an existing Dask scheduler (``tcp://host:8786``).
     """
 
-    workers: int | None = None
-    scheduler: str | None = None
+    workers: Integer | None = None
+    scheduler: Text | None = None
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(Section):
     """When a deployment runs the catalog: a cron expression in an IANA timezone."""
 
-    cron: str
-    timezone: str = "UTC"
+    cron: Text
+    timezone: Text = "UTC"
+
+
+class CatalogFile(Section):
+    """The whole ``data_catalog.yaml`` as written (relative paths not resolved yet).
+
+    Its JSON Schema (``geoseg catalog schema``) lets editors complete and check catalogs.
+    """
+
+    name: Text = ""
+    models: dict[str, Text]
+    scenes: list[SceneEntry]
+    outputs: Outputs
+    defaults: Defaults = Field(default_factory=Defaults)
+    execution: Execution = Field(default_factory=Execution)
+    schedule: Schedule | None = None
 
 
 @dataclass(frozen=True)
@@ -175,12 +227,6 @@ class Catalog:
         return Path(self.outputs.path)
 
 
-SECTIONS: dict[str, type] = {
-    "outputs": Outputs,
-    "defaults": Defaults,
-    "execution": Execution,
-    "schedule": Schedule,
-}
 TOP_LEVEL = ("name", "models", "scenes", "outputs", "defaults", "execution", "schedule")
 REQUIRED = ("models", "scenes", "outputs")
 
@@ -353,93 +399,90 @@ def _read_yaml(file: Path) -> Any:
 def _parse(file: Path, data: Any) -> Catalog:
     if not isinstance(data, dict):
         raise _YamlPathError("(top level)", f"expected a mapping with keys {', '.join(TOP_LEVEL)}")
-    _check_keys(data, TOP_LEVEL, "(top level)")
-    for key in REQUIRED:
-        if key not in data:
-            raise _YamlPathError(
-                key, f"required section missing; valid keys: {', '.join(TOP_LEVEL)}"
-            )
+    try:
+        raw = CatalogFile.model_validate(data)
+    except ValidationError as exc:
+        raise _yaml_problem(exc.errors()[0]) from None
     folder = file.parent
-    models = _models(data["models"], folder)
-    sections = {key: _section(cls, data.get(key), key) for key, cls in SECTIONS.items()}
-    outputs = _resolve_outputs(sections["outputs"], folder)
-    _check_options(outputs, sections["defaults"], sections["execution"], sections["schedule"])
+    models = _models(raw.models, folder)
+    outputs = _resolve_outputs(raw.outputs, folder)
+    _check_options(outputs, raw.defaults, raw.execution, raw.schedule)
     return Catalog(
         path=file,
         models=models,
-        scenes=_scenes(data["scenes"], folder, models),
+        scenes=_scenes(raw.scenes, folder, models),
         outputs=outputs,
-        defaults=sections["defaults"] or Defaults(),
-        execution=sections["execution"] or Execution(),
-        schedule=sections["schedule"],
-        name=_coerce(data.get("name") or file.stem, str, "name"),
+        defaults=raw.defaults,
+        execution=raw.execution,
+        schedule=raw.schedule,
+        name=raw.name or file.stem,
     )
 
 
-def _check_keys(data: Mapping[str, Any], valid: Sequence[str], where: str) -> None:
-    for key in data:
-        if key not in valid:
-            at = f"{where}.{key}" if where != "(top level)" else str(key)
-            raise _YamlPathError(at, f"unknown key; valid keys: {', '.join(valid)}")
+def yaml_location(loc: Sequence[str | int]) -> str:
+    """A pydantic error location as a YAML path: ``("scenes", 3, "path")`` -> ``scenes[3].path``.
+
+    Examples
+    --------
+    >>> yaml_location(("scenes", 3, "path")), yaml_location(())
+    ('scenes[3].path', '(top level)')
+    """
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
 
 
-def _section(cls: type, data: Any, where: str) -> Any:
-    """Build a frozen dataclass from a mapping, checking keys and types field by field."""
-    if data is None:
-        return None
-    if not isinstance(data, dict):
-        raise _YamlPathError(where, f"expected a mapping, got {_show(data)}")
-    fields = [f.name for f in dataclasses.fields(cls)]
-    _check_keys(data, fields, where)
-    hints = typing.get_type_hints(cls)
-    missing = [f.name for f in dataclasses.fields(cls) if _required(f) and f.name not in data]
-    if missing:
-        raise _YamlPathError(f"{where}.{missing[0]}", "required")
-    kwargs = {key: _coerce(value, hints[key], f"{where}.{key}") for key, value in data.items()}
-    return cls(**kwargs)
-
-
-def _required(f: dataclasses.Field[Any]) -> bool:
-    no_default = f.default is dataclasses.MISSING
-    return no_default and f.default_factory is dataclasses.MISSING
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    """Check ``value`` against a simple type hint (scalars, optionals, homogeneous tuples)."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
+def _section_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The catalog section (model class) that holds the value at ``loc``."""
+    model: Any = CatalogFile
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part)
+        if field is None:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _coerce(value, inner, where)
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        items = [value] if isinstance(value, str) else value
-        if not isinstance(items, list):
-            raise _YamlPathError(where, f"expected a list, got {_show(value)}")
-        return tuple(_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(items))
-    return _scalar(value, hint, where)
+        inner = [a for a in typing.get_args(field.annotation) or (field.annotation,)]
+        inner = [a for a in inner if a is not type(None)]
+        model = next((a for a in inner if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            args = [typing.get_args(a) for a in inner]
+            flat = [x for group in args for x in group]
+            model = next(
+                (a for a in flat if isinstance(a, type) and issubclass(a, BaseModel)), None
+            )
+    return model if isinstance(model, type) else None
 
 
-def _scalar(value: Any, hint: type, where: str) -> Any:
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, int | float) and not isinstance(value, bool),
-        str: isinstance(value, str),
-    }[hint]
-    if not ok:
-        hint_text = " (quote it)" if hint is str and value is not None else ""
-        raise _YamlPathError(where, f"expected {_TYPE_NAMES[hint]}, got {_show(value)}{hint_text}")
-    return float(value) if hint is float else value
+def _yaml_problem(error: Mapping[str, Any]) -> _YamlPathError:
+    """One pydantic error as a problem at its YAML path, in geoseg's words."""
+    loc = tuple(error["loc"])
+    where, kind, value = yaml_location(loc), error["type"], error.get("input")
+    special = SECTION_MESSAGES.get(loc[:1]) if len(loc) == 1 and kind != "missing" else None
+    if special:
+        return _YamlPathError(where, special)
+    if kind == "extra_forbidden":
+        section = _section_at(loc[:-1])
+        valid = ", ".join(section.model_fields) if section else ""
+        return _YamlPathError(where, f"unknown key; valid keys: {valid}")
+    if kind == "missing":
+        if len(loc) == 1:
+            return _YamlPathError(
+                where, f"required section missing; valid keys: {', '.join(TOP_LEVEL)}"
+            )
+        return _YamlPathError(where, "required")
+    if kind in ("list_type", "tuple_type"):
+        return _YamlPathError(where, f"expected a list, got {_shown(value)}")
+    if kind in ("model_type", "dict_type", "model_attributes_type"):
+        return _YamlPathError(where, f"expected a mapping, got {_shown(value)}")
+    return _YamlPathError(where, str(error["msg"]))
 
 
-_TYPE_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "text"}
-
-
-def _show(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+SECTION_MESSAGES = {
+    ("models",): "expected a mapping of model name -> model file",
+    ("scenes",): "expected a list of scene entries (id, path, model)",
+}
+"""Messages for a top-level section of the wrong shape."""
 
 
 def _resolve(text: str, folder: Path) -> str:
@@ -449,25 +492,26 @@ def _resolve(text: str, folder: Path) -> str:
     return os.path.normpath(folder / Path(text).expanduser())
 
 
-def _models(data: Any, folder: Path) -> dict[str, Path]:
-    if not isinstance(data, dict) or not data:
-        raise _YamlPathError("models", "expected a mapping of model name -> model file")
+def _models(data: Mapping[str, str], folder: Path) -> dict[str, Path]:
+    if not data:
+        raise _YamlPathError("models", SECTION_MESSAGES[("models",)])
     models = {}
     for name, value in data.items():
         where = f"models.{name}"
-        path = Path(_resolve(_coerce(value, str, where), folder))
+        path = Path(_resolve(value, folder))
         if not path.is_file():
             raise _YamlPathError(where, f"file not found: {path}")
         models[str(name)] = path
     return models
 
 
-def _scenes(data: Any, folder: Path, models: Mapping[str, Path]) -> tuple[SceneEntry, ...]:
-    if not isinstance(data, list) or not data:
-        raise _YamlPathError("scenes", "expected a list of scene entries (id, path, model)")
+def _scenes(
+    data: Sequence[SceneEntry], folder: Path, models: Mapping[str, Path]
+) -> tuple[SceneEntry, ...]:
+    if not data:
+        raise _YamlPathError("scenes", SECTION_MESSAGES[("scenes",)])
     entries: list[SceneEntry] = []
-    for i, item in enumerate(data):
-        entry = _section(SceneEntry, item, f"scenes[{i}]")
+    for i, entry in enumerate(data):
         entries.append(_check_entry(entry, f"scenes[{i}]", folder, models, entries))
     return tuple(entries)
 
@@ -487,12 +531,10 @@ def _check_entry(
         problem = f"unknown model {entry.model!r}" if entry.model else "required"
         raise _YamlPathError(f"{where}.model", f"{problem}; choose one of: {', '.join(models)}")
     _options(where, lambda: entry.input)
-    return dataclasses.replace(entry, path=_resolve(entry.path, folder), model=model)
+    return entry.model_copy(update={"path": _resolve(entry.path, folder), "model": model})
 
 
-def _resolve_outputs(outputs: Outputs | None, folder: Path) -> Outputs:
-    if outputs is None:
-        raise _YamlPathError("outputs", "expected a mapping with at least 'path'")
+def _resolve_outputs(outputs: Outputs, folder: Path) -> Outputs:
     text = outputs.path.removeprefix("file://")
     if is_virtual_path(text):
         raise _YamlPathError(
@@ -500,21 +542,19 @@ def _resolve_outputs(outputs: Outputs | None, folder: Path) -> Outputs:
             f"{outputs.path!r}: only local folders and file:// URIs are supported; "
             "write locally and sync the folder to object storage",
         )
-    return dataclasses.replace(outputs, path=_resolve(text, folder))
+    return outputs.model_copy(update={"path": _resolve(text, folder)})
 
 
 def _check_options(
     outputs: Outputs,
-    defaults: Defaults | None,
-    execution: Execution | None,
+    defaults: Defaults,
+    execution: Execution,
     schedule: Schedule | None,
 ) -> None:
     """Build each section's option bundles once, so their own checks run with YAML paths."""
     _options("outputs", lambda: outputs.options)
-    if defaults is not None:
-        _options("defaults", lambda: (defaults.tiling, defaults.inference))
-    if execution is not None:
-        _check_execution(execution)
+    _options("defaults", lambda: (defaults.tiling, defaults.inference))
+    _check_execution(execution)
     if schedule is not None:
         _check_schedule(schedule)
 
@@ -576,3 +616,21 @@ def yaml_path(option: str, entry: str) -> str:
     ('defaults.tile', 'scenes[3].bands')
     """
     return f"{SECTION_OF.get(option, entry)}.{option}"
+
+
+def catalog_schema() -> dict[str, Any]:
+    """The JSON Schema of ``data_catalog.yaml`` (for editors: the YAML language server).
+
+    Examples
+    --------
+    >>> sorted(catalog_schema()["properties"])
+    ['defaults', 'execution', 'models', 'name', 'outputs', 'scenes', 'schedule']
+    """
+    schema = CatalogFile.model_json_schema()
+    schema["title"] = "geoseg data catalog"
+    return schema
+
+
+def catalog_schema_json() -> str:
+    """:func:`catalog_schema` as indented JSON text."""
+    return json.dumps(catalog_schema(), indent=2)

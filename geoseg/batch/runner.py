@@ -18,7 +18,6 @@ re-run: tiled output is tested to be identical for any block size.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -466,7 +465,7 @@ class LazyExecutor:
     def started(self) -> Executor:
         """The executor, started on first use."""
         if self._executor is None:
-            self._executor = make_executor(**dataclasses.asdict(self.execution))
+            self._executor = make_executor(**self.execution.model_dump())
         return self._executor
 
     def map_blocks(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -28,7 +29,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
-state = {"verbose": False, "interrupted": False}
+"""Progress, logs, warnings and errors: stderr."""
+results = Console()
+"""Results (summaries, tables): stdout, so ``geoseg predict ... > summary.txt`` keeps them."""
+state = {"verbose": False, "interrupted": False, "quiet": False}
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -58,12 +62,16 @@ def show_version(value: bool) -> None:
 @app.callback()
 def root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show tracebacks and debug logs."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="No progress bars or summaries (errors and --json only)."
+    ),
     version: bool = typer.Option(
         False, "--version", callback=show_version, is_eager=True, help="Print the version."
     ),
 ) -> None:
     """geoseg: seam-free, memory-bounded segmentation of GeoTIFFs."""
     state["verbose"] = verbose
+    state["quiet"] = quiet
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG if verbose else logging.WARNING)
     if not any(isinstance(h, StderrHandler) for h in logger.handlers):
@@ -184,3 +192,16 @@ def run_app(argv: list[str] | None = None) -> int:
     if state["interrupted"]:
         return report_interrupt()
     return code if isinstance(code, int) else 0
+
+
+def emit(*renderables: Any) -> None:
+    """Print results to stdout (nothing with ``--quiet``)."""
+    if not state["quiet"]:
+        for renderable in renderables:
+            results.print(renderable, highlight=False, soft_wrap=True)
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document to stdout (also with ``--quiet``): the ``--json`` output."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
+    sys.stdout.flush()

@@ -18,7 +18,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from geoseg.cli._app import console
+from geoseg.cli._app import console, state
 
 
 class RateColumn(ProgressColumn):
@@ -45,7 +45,7 @@ def progress_bar(description: str, unit: str) -> Iterator[Callable[[int, int], N
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    bar = Progress(*columns, console=console, transient=False)
+    bar = Progress(*columns, console=console, transient=False, disable=bool(state["quiet"]))
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int) -> None:

@@ -7,10 +7,17 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from geoseg.batch.catalog import Catalog, CatalogReport, load_catalog, validate_catalog
+from geoseg.batch.catalog import (
+    Catalog,
+    CatalogReport,
+    catalog_schema_json,
+    load_catalog,
+    validate_catalog,
+)
 from geoseg.batch.outcomes import BatchSummary, SceneOutcome
 from geoseg.batch.runner import SceneRun, check_scene, plan_scenes, retrying, run_batch
-from geoseg.cli._app import app, console
+from geoseg.cli import options as opt
+from geoseg.cli._app import app, console, emit, emit_json
 from geoseg.cli._progress import progress_bar
 from geoseg.errors import GeosegError
 
@@ -22,19 +29,46 @@ EXIT_FAILED = 1
 """Exit status when a scene failed (SystemExit: run_app drops typer.Exit's code)."""
 
 
+@catalog_app.command("schema")
+def schema() -> None:
+    """Print the JSON Schema of data_catalog.yaml (for editors: yaml-language-server)."""
+    typer.echo(catalog_schema_json())
+
+
 @catalog_app.command("validate")
-def validate(file: Path = typer.Argument(..., help="The catalog (data_catalog.yaml).")) -> None:
+def validate(
+    file: Path = typer.Argument(..., help="The catalog (data_catalog.yaml)."),
+    json_output: bool = opt.JSON,
+) -> None:
     """Check FILE: schema, models, the scenes each entry finds now, each scene against its model."""
     report = validate_catalog(file)
-    console.print(models_table(report))
-    console.print(scenes_table(report))
-    problems = check_scenes(plan_scenes(report.catalog))
-    console.print(settings_line(report.catalog), highlight=False)
+    problems = check_scenes(plan_scenes(report.catalog), show=not json_output)
     scenes = sum(len(files) for files in report.files.values())
+    if json_output:
+        emit_json(validation_document(report, problems))
+    else:
+        emit(models_table(report), scenes_table(report), settings_line(report.catalog))
+        if problems:
+            console.print(f"[bold red]{len(problems)} of {scenes} scene(s) cannot be processed[/]")
+        else:
+            emit(f"[green]ok:[/] {len(report.contracts)} model(s), {scenes} scene(s)")
     if problems:
-        console.print(f"[bold red]{problems} of {scenes} scene(s) cannot be processed[/]")
         raise SystemExit(EXIT_FAILED)
-    console.print(f"[green]ok:[/] {len(report.contracts)} model(s), {scenes} scene(s)")
+
+
+def validation_document(report: CatalogReport, problems: dict[str, str]) -> dict[str, object]:
+    """The ``--json`` document of ``catalog validate``."""
+    return {
+        "catalog": str(report.catalog.path),
+        "ok": not problems,
+        "models": {
+            name: {"path": str(report.catalog.models[name]), "arch": c.arch, "bands": c.bands,
+                   "dtype": c.dtype, "classes": list(c.classes)}
+            for name, c in report.contracts.items()
+        },
+        "scenes": {entry: list(files) for entry, files in report.files.items()},
+        "problems": problems,
+    }  # fmt: skip
 
 
 def models_table(report: CatalogReport) -> Table:
@@ -68,15 +102,16 @@ def scenes_table(report: CatalogReport) -> Table:
     return table
 
 
-def check_scenes(runs: list[SceneRun]) -> int:
-    """Check every scene against its model contract; print each problem; return their number."""
-    problems = 0
+def check_scenes(runs: list[SceneRun], show: bool = True) -> dict[str, str]:
+    """Check every scene against its model contract; print each problem (``show``); return them."""
+    problems = {}
     for run in runs:
         try:
             check_scene(run)
         except GeosegError as exc:
-            problems += 1
-            console.print(f"[red]{run.id}:[/] {exc}", highlight=False, soft_wrap=True)
+            problems[run.id] = str(exc)
+            if show:
+                console.print(f"[red]{run.id}:[/] {exc}", highlight=False, soft_wrap=True)
     return problems
 
 
@@ -101,6 +136,7 @@ def run_catalog(
     only: list[str] = typer.Option(None, "--only", help="Entry or scene id to run (repeatable)."),
     force: bool = typer.Option(False, "--force", help="Re-run scenes that are up to date."),
     retries: int = typer.Option(2, help="Retries of a scene after an I/O or network error."),
+    json_output: bool = opt.JSON,
 ) -> None:
     """Segment every scene of FILE that is not up to date; exit 1 if any scene failed."""
     catalog = load_catalog(file)
@@ -110,10 +146,12 @@ def run_catalog(
         force=force,
         runner=retrying(retries),
         scene_progress=lambda run: progress_bar(run.id, "tiles"),
-        on_outcome=print_outcome,
+        on_outcome=None if json_output else print_outcome,
     )
-    console.print(summary_table(summary))
-    console.print(summary.headline(), highlight=False)
+    if json_output:
+        emit_json(summary.as_json())
+    else:
+        emit(summary_table(summary), summary.headline())
     if summary.failed:
         raise SystemExit(EXIT_FAILED)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, console, emit
 from geoseg.cli._progress import progress_bar, summary_table
 from geoseg.cli.evaluate import print_report
 from geoseg.cli.train import training_bar
@@ -42,7 +42,7 @@ def demo(
     rows = [(stage, f"{s:.0f} s") for stage, s in result.seconds.items()]
     rows += [("held-out mIoU", f"{result.report.miou:.3f}")]
     rows += [("output", str(p)) for p in result.outputs]
-    console.print(summary_table("demo", rows))
+    emit(summary_table("demo", rows))
 
 
 @app.command()
@@ -58,4 +58,4 @@ def synth(
 
     files = write_scenes(out, scenes, size, seed, overwrite=overwrite)
     rows = [(f.image.stem, f"{f.image.name}, {f.classes.name}, {f.labels.name}") for f in files]
-    console.print(summary_table(f"{len(files)} scene(s) in {out}", rows))
+    emit(summary_table(f"{len(files)} scene(s) in {out}", rows))

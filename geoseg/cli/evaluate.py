@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from geoseg.cli import options as opt
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, console, emit, emit_json
 from geoseg.options import LabelOptions
 from geoseg.training.evaluate import EvaluationReport, evaluate
 
@@ -22,16 +22,20 @@ def evaluate_command(
     class_field: str = opt.CLASS_FIELD,
     classes: str = opt.CLASSES,
     unlabeled: str = opt.UNLABELED,
-    json_out: Path = typer.Option(None, "--json", help="Also write the report as JSON here."),
+    report_path: Path = typer.Option(None, "--report", help="Also write the report as JSON here."),
+    json_output: bool = opt.JSON,
 ) -> None:
     """Compare PREDICTION with --truth window by window; nodata is not counted."""
     labels = LabelOptions(
         class_field=class_field, classes=tuple(opt.split_list(classes)) or None, unlabeled=unlabeled
     )
-    report = evaluate(prediction, truth, labels, out_json=json_out)
+    report = evaluate(prediction, truth, labels, out_json=report_path)
+    if json_output:
+        emit_json(report.to_dict())
+        return
     print_report(report)
-    if json_out is not None:
-        console.print(f"wrote {json_out}")
+    if report_path is not None:
+        console.print(f"wrote {report_path}")
 
 
 def print_report(report: EvaluationReport) -> None:
@@ -42,4 +46,4 @@ def print_report(report: EvaluationReport) -> None:
     rows = report.table_rows()
     for i, row in enumerate(rows):
         table.add_row(*row, end_section=i == len(rows) - 3)
-    console.print(table)
+    emit(table)

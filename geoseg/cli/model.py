@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 
 from geoseg.cli import options as opt
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, console, emit, emit_json
 from geoseg.cli._progress import summary_table
 from geoseg.cli.options import parse_numbers, split_list
 from geoseg.models.contract import (
@@ -22,11 +23,17 @@ from geoseg.models.modelfile import file_sha256, read_contract
 
 
 @app.command("model-info")
-def model_info(model: Path = typer.Argument(..., help="geoseg model file.")) -> None:
+def model_info(
+    model: Path = typer.Argument(..., help="geoseg model file."), json_output: bool = opt.JSON
+) -> None:
     """Print a model's contract: architecture, bands, normalisation, classes and colours."""
     contract = read_contract(model)
-    rows = [*describe(contract), ("sha256", file_sha256(model)[:16] + "...")]
-    console.print(summary_table(str(model), rows))
+    sha256 = file_sha256(model)
+    if json_output:
+        emit_json({"path": str(model), "sha256": sha256, "contract": dataclasses.asdict(contract)})
+        return
+    rows = [*describe(contract), ("sha256", sha256[:16] + "...")]
+    emit(summary_table(str(model), rows))
 
 
 @app.command("model-create")

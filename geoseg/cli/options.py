@@ -82,6 +82,7 @@ BANDS = option(None, "--bands", help="1-based bands to use, e.g. 1,2,3 (default:
 NODATA = option(None, "--nodata", help="Nodata value when the file declares none.")
 SIMPLIFY = option(0.0, "--simplify", help="Simplify polygons (metres), keeping shared borders.")
 MIN_AREA = option(0.0, "--min-area", help="Drop regions smaller than this (m²).")
+JSON = option(False, "--json", help="Print the result as one JSON document on stdout.")
 OVERWRITE = option(False, "--overwrite", help="Replace existing outputs.")
 CLASS_FIELD = option("class_name", "--class-field", help="Field of class names or ids (vectors).")
 CLASSES = option(None, "--classes", help="Class names by id, background first: background,a,b.")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from geoseg.cli import options as opt
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, emit, emit_json
 from geoseg.cli._progress import progress_bar, summary_table
 from geoseg.engine.executors import make_executor
 from geoseg.engine.provenance import write_predict_item
@@ -60,6 +61,7 @@ def predict(
     stac: bool = typer.Option(
         False, "--stac", help="Also write OUT/<stem>.stac.json, a STAC Item listing every file."
     ),
+    json_output: bool = opt.JSON,
 ) -> None:
     """Segment SCENE with MODEL into OUT/<stem>_classes.tif and OUT/<stem>.gpkg."""
     options = PredictOptions(
@@ -89,7 +91,33 @@ def predict(
     finally:
         executor.close()
     record = write_predict_item(result, model, options) if stac else None
-    print_summary(result, record)
+    if json_output:
+        emit_json(predict_document(result, record))
+    else:
+        print_summary(result, record)
+
+
+def predict_document(result: PredictResult, record: Path | None = None) -> dict[str, Any]:
+    """The ``--json`` document of a prediction (keys documented in the README)."""
+    seg = result.segment
+    areas = seg.area_ha()
+    total = sum(areas.values()) or 1.0
+    return {
+        "scene": result.scene,
+        "pixels": seg.scene_pixels,
+        "classes": {
+            name: {"pixels": int(n), "hectares": round(ha, 6), "share": round(ha / total, 6)}
+            for (name, ha), n in zip(areas.items(), seg.class_pixels, strict=True)
+        },
+        "tiles": {
+            "computed": seg.tiles, "planned": seg.planned_tiles, "size": seg.tile,
+            "redundancy": round(seg.computed_pixels / max(seg.scene_pixels, 1), 4),
+        },
+        "polygons": {"features": result.vector_features, "below_4_pixels": result.small_features},
+        "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
+        "outputs": [str(p) for p in result.outputs],
+        "record": str(record) if record else None,
+    }  # fmt: skip
 
 
 def small_note(small: int) -> str:
@@ -124,7 +152,6 @@ def print_summary(result: PredictResult, record: Path | None = None) -> None:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, ha in areas.items():
         table.add_row(name, f"{ha:,.2f}", f"{100 * ha / total:.1f} %")
-    console.print(table)
     mpx = seg.scene_pixels / 1e6
     redundancy = seg.computed_pixels / max(seg.scene_pixels, 1)
     rows = [
@@ -132,7 +159,8 @@ def print_summary(result: PredictResult, record: Path | None = None) -> None:
         (
             "segment",
             f"{seg.seconds:.1f} s, {mpx / max(seg.seconds, 1e-9):.2f} Mpx/s, "
-            f"{seg.tiles} tiles ({redundancy:.2f}x pixels)",
+            f"{seg.tiles} tiles ({redundancy:.2f}x pixels)"
+            + skipped_note(seg.planned_tiles - seg.tiles),
         ),
     ]
     if "vectorize" in result.seconds:
@@ -140,4 +168,15 @@ def print_summary(result: PredictResult, record: Path | None = None) -> None:
         rows.append(("vectorize", vectorize + small_note(result.small_features)))
     rows += [("output", str(p)) for p in result.outputs]
     rows += [("record", str(record))] if record else []
-    console.print(summary_table("summary", rows))
+    emit(table, summary_table("summary", rows))
+
+
+def skipped_note(skipped: int) -> str:
+    """How many planned tiles were not computed (all nodata, or finished by an earlier run).
+
+    Examples
+    --------
+    >>> skipped_note(0), skipped_note(3)
+    ('', '; 3 skipped (all nodata or resumed)')
+    """
+    return f"; {skipped} skipped (all nodata or resumed)" if skipped > 0 else ""

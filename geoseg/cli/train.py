@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from geoseg.cli import options as opt
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, console, emit
 from geoseg.cli._progress import summary_table
 from geoseg.models.palette import read_classes_file
 from geoseg.options import LabelOptions, TrainOptions
@@ -119,10 +119,10 @@ def print_summary(result: TrainResult) -> None:
             table.add_column(column, justify="left" if column == "class" else "right")
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        emit(table)
     last = result.history[-1] if result.history else None
     per_epoch = sum(r.seconds for r in result.history) / max(len(result.history), 1)
-    console.print(
+    emit(
         summary_table(
             "summary",
             [

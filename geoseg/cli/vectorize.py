@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from geoseg.cli import options as opt
-from geoseg.cli._app import app, console
+from geoseg.cli._app import app, emit
 from geoseg.cli._progress import progress_bar, summary_table
 from geoseg.options import VECTOR_FORMATS, VectorOptions
 from geoseg.vector.vectorize import vectorize_raster
@@ -46,4 +46,4 @@ def vectorize(
         for name, count in result.class_features.items()
     ]
     rows += [("time", f"{result.seconds:.1f} s"), ("output", str(result.path))]
-    console.print(summary_table("vectorize", rows))
+    emit(summary_table("vectorize", rows))

@@ -96,6 +96,8 @@ class SegmentResult:
     tiles: int
     tile: int
     seconds: float
+    planned_tiles: int = 0
+    """Tiles of the block plan; ``planned_tiles - tiles`` were skipped (all nodata) or resumed."""
 
     @property
     def computed_pixels(self) -> int:
@@ -268,6 +270,7 @@ def segment_scene(
         tiles=computed,
         tile=job.tile,
         seconds=time.perf_counter() - started,
+        planned_tiles=counter.total,
     )
 
 

@@ -86,7 +86,7 @@ CATALOG_CASES = [
     ("defaults: {batch_size: 2}", "defaults: {batch_size: four}",
      ["defaults.batch_size: expected an integer, got str 'four'"]),
     ("{id: b, path: a.tif}", "{id: b, path: a.tif, bands: 1-3}",
-     ["scenes[1].bands[0]: expected an integer"]),
+     ["scenes[1].bands: expected a list, got str '1-3'"]),
     ("{id: c, path: a.tif}", "{id: c, path: 12}", ["scenes[2].path: expected text", "(quote it)"]),
     ("{id: d, path: a.tif}", "{id: d, path: missing.tif}",
      ["scenes[3].path: file not found:", "missing.tif"]),
@@ -140,7 +140,7 @@ def test_flows_serve_with_a_typo_is_one_line_exit_2(catalog_folder):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [
         "error: cat.yaml: defaults.batch_sise: unknown key; valid keys: tile, overlap, "
-        "batch_size, block_size, device, tta"
+        "batch_size, block_size, device, tta, crf"
     ]
 
 
