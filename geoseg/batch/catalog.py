@@ -1,12 +1,14 @@
 """The data catalog: which scenes to segment with which model, where outputs go, and when.
 
 A ``data_catalog.yaml`` is read with a ``yaml.SafeLoader`` that also refuses duplicate keys and
-tags that would build Python objects (:class:`CatalogLoader`), and mapped straight onto frozen
-dataclasses whose fields are the keyword arguments of the functions they feed
-(:class:`Defaults` -> :class:`geoseg.engine.scene.TilingOptions`, ``device``, ``tta``;
-:class:`Execution` -> :func:`geoseg.engine.executors.make_executor`; :class:`Outputs` ->
-``predict_scene``'s output options). There is no second config layer and no registry of class
-names: a key is valid exactly when it is a field.
+tags that would build Python objects (:mod:`geoseg.batch.yamlfile`), and validated by pydantic
+models (:class:`CatalogFile`) whose fields are the keyword arguments of the option bundles they
+feed (:class:`Defaults` -> :class:`~geoseg.options.TilingOptions` and
+:class:`~geoseg.options.InferenceOptions`; :class:`Execution` ->
+:func:`geoseg.engine.executors.make_executor`; :class:`Outputs` ->
+:class:`~geoseg.options.OutputOptions`). There is no second config layer and no registry of
+class names: a key is valid exactly when it is a field. ``geoseg catalog schema`` prints the
+models' JSON Schema for editors.
 
 Every problem raises :class:`~geoseg.errors.CatalogError` whose one-line message names the file
 and the YAML path, e.g. ``data_catalog.yaml: scenes[3].path: file not found: /data/x.tif``.
@@ -40,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from geoseg.batch.yamlfile import YamlPathError, read_yaml
 from geoseg.errors import CatalogError, GeosegError
 from geoseg.io.files import is_virtual_path
 from geoseg.models.contract import ModelContract
@@ -251,10 +253,10 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     file = Path(path)
     if not file.is_file():
         raise CatalogError(f"{file}: catalog file not found; check the path")
-    data = _read_yaml(file)
+    data = read_yaml(file)
     try:
         return _parse(file.resolve(), data)
-    except _YamlPathError as problem:
+    except YamlPathError as problem:
         raise CatalogError(f"{file.name}: {problem.where}: {problem.message}") from None
 
 
@@ -316,89 +318,9 @@ def validate_catalog(path: str | os.PathLike[str]) -> CatalogReport:
     return CatalogReport(catalog, contracts, files)
 
 
-class _YamlPathError(Exception):
-    """A validation problem at a YAML path (turned into a CatalogError with the file name)."""
-
-    def __init__(self, where: str, message: str) -> None:
-        super().__init__(f"{where}: {message}")
-        self.where = where
-        self.message = message
-
-
-PLAIN_TAG = "tag:yaml.org,2002:"
-"""Prefix of YAML's own tags (str, int, map, ...); ``python/...`` ones are refused."""
-MERGE_KEY = "<<"
-
-
-class CatalogLoader(yaml.SafeLoader):
-    """A SafeLoader that refuses duplicate keys and tags outside YAML's plain ones.
-
-    Both are checked on the composed node tree before anything is constructed, so the problem
-    is reported at its YAML path (``scenes[1].path``) instead of the last value silently winning.
-
-    Examples
-    --------
-    >>> yaml.load("b: {c: 2, c: 3}", Loader=CatalogLoader)
-    Traceback (most recent call last):
-    ...
-    geoseg.batch.catalog._YamlPathError: b.c: duplicate key (lines 1 and 1); keep one
-    """
-
-    def get_single_data(self) -> Any:
-        node = self.get_single_node()
-        if node is None:
-            return None
-        check_nodes(node, "")
-        return self.construct_document(node)
-
-
-def check_nodes(node: yaml.Node, where: str) -> None:
-    """Raise :class:`_YamlPathError` for a foreign tag or a duplicate key under ``node``."""
-    check_tag(node, where)
-    if isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            check_nodes(item, f"{where}[{i}]")
-    elif isinstance(node, yaml.MappingNode):
-        lines: dict[str, int] = {}
-        for key, value in node.value:
-            check_tag(key, where or "(top level)")
-            path = f"{where}.{key.value}" if where else str(key.value)
-            if key.value in lines and key.value != MERGE_KEY:
-                first, line = lines[key.value], key.start_mark.line + 1
-                raise _YamlPathError(path, f"duplicate key (lines {first} and {line}); keep one")
-            lines[key.value] = key.start_mark.line + 1
-            check_nodes(value, path)
-
-
-def check_tag(node: yaml.Node, where: str) -> None:
-    """Refuse tags that construct Python objects (or anything but YAML's plain types)."""
-    tag = node.tag or ""
-    if not tag.startswith(PLAIN_TAG) or tag.startswith(PLAIN_TAG + "python/"):
-        shown = "!!" + tag.removeprefix(PLAIN_TAG) if tag.startswith(PLAIN_TAG) else tag
-        raise _YamlPathError(
-            where or "(top level)",
-            f"YAML tag {shown} (line {node.start_mark.line + 1}) is not allowed: a catalog "
-            "holds plain values (text, numbers, lists, mappings); remove the tag",
-        )
-
-
-def _read_yaml(file: Path) -> Any:
-    try:
-        return yaml.load(file.read_text(encoding="utf-8"), Loader=CatalogLoader)
-    except _YamlPathError as bad:
-        raise CatalogError(f"{file.name}: {bad.where}: {bad.message}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise CatalogError(f"{file.name}: {at}YAML syntax error ({problem})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CatalogError(f"{file.name}: cannot read the catalog ({exc})") from None
-
-
 def _parse(file: Path, data: Any) -> Catalog:
     if not isinstance(data, dict):
-        raise _YamlPathError("(top level)", f"expected a mapping with keys {', '.join(TOP_LEVEL)}")
+        raise YamlPathError("(top level)", f"expected a mapping with keys {', '.join(TOP_LEVEL)}")
     try:
         raw = CatalogFile.model_validate(data)
     except ValidationError as exc:
@@ -454,28 +376,28 @@ def _section_at(loc: Sequence[str | int]) -> type[BaseModel] | None:
     return model if isinstance(model, type) else None
 
 
-def _yaml_problem(error: Mapping[str, Any]) -> _YamlPathError:
+def _yaml_problem(error: Mapping[str, Any]) -> YamlPathError:
     """One pydantic error as a problem at its YAML path, in geoseg's words."""
     loc = tuple(error["loc"])
     where, kind, value = yaml_location(loc), error["type"], error.get("input")
     special = SECTION_MESSAGES.get(loc[:1]) if len(loc) == 1 and kind != "missing" else None
     if special:
-        return _YamlPathError(where, special)
+        return YamlPathError(where, special)
     if kind == "extra_forbidden":
         section = _section_at(loc[:-1])
         valid = ", ".join(section.model_fields) if section else ""
-        return _YamlPathError(where, f"unknown key; valid keys: {valid}")
+        return YamlPathError(where, f"unknown key; valid keys: {valid}")
     if kind == "missing":
         if len(loc) == 1:
-            return _YamlPathError(
+            return YamlPathError(
                 where, f"required section missing; valid keys: {', '.join(TOP_LEVEL)}"
             )
-        return _YamlPathError(where, "required")
+        return YamlPathError(where, "required")
     if kind in ("list_type", "tuple_type"):
-        return _YamlPathError(where, f"expected a list, got {_shown(value)}")
+        return YamlPathError(where, f"expected a list, got {_shown(value)}")
     if kind in ("model_type", "dict_type", "model_attributes_type"):
-        return _YamlPathError(where, f"expected a mapping, got {_shown(value)}")
-    return _YamlPathError(where, str(error["msg"]))
+        return YamlPathError(where, f"expected a mapping, got {_shown(value)}")
+    return YamlPathError(where, str(error["msg"]))
 
 
 SECTION_MESSAGES = {
@@ -494,13 +416,13 @@ def _resolve(text: str, folder: Path) -> str:
 
 def _models(data: Mapping[str, str], folder: Path) -> dict[str, Path]:
     if not data:
-        raise _YamlPathError("models", SECTION_MESSAGES[("models",)])
+        raise YamlPathError("models", SECTION_MESSAGES[("models",)])
     models = {}
     for name, value in data.items():
         where = f"models.{name}"
         path = Path(_resolve(value, folder))
         if not path.is_file():
-            raise _YamlPathError(where, f"file not found: {path}")
+            raise YamlPathError(where, f"file not found: {path}")
         models[str(name)] = path
     return models
 
@@ -509,7 +431,7 @@ def _scenes(
     data: Sequence[SceneEntry], folder: Path, models: Mapping[str, Path]
 ) -> tuple[SceneEntry, ...]:
     if not data:
-        raise _YamlPathError("scenes", SECTION_MESSAGES[("scenes",)])
+        raise YamlPathError("scenes", SECTION_MESSAGES[("scenes",)])
     entries: list[SceneEntry] = []
     for i, entry in enumerate(data):
         entries.append(_check_entry(entry, f"scenes[{i}]", folder, models, entries))
@@ -520,16 +442,16 @@ def _check_entry(
     entry: SceneEntry, where: str, folder: Path, models: Mapping[str, Path], seen: list[SceneEntry]
 ) -> SceneEntry:
     if not ID_PATTERN.match(entry.id):
-        raise _YamlPathError(f"{where}.id", f"{entry.id!r}: use letters, digits, '.', '_' or '-'")
+        raise YamlPathError(f"{where}.id", f"{entry.id!r}: use letters, digits, '.', '_' or '-'")
     previous = [i for i, e in enumerate(seen) if e.id == entry.id]
     if previous:
-        raise _YamlPathError(
+        raise YamlPathError(
             f"{where}.id", f"duplicate id {entry.id!r} (also scenes[{previous[0]}])"
         )
     model = entry.model or (next(iter(models)) if len(models) == 1 else "")
     if model not in models:
         problem = f"unknown model {entry.model!r}" if entry.model else "required"
-        raise _YamlPathError(f"{where}.model", f"{problem}; choose one of: {', '.join(models)}")
+        raise YamlPathError(f"{where}.model", f"{problem}; choose one of: {', '.join(models)}")
     _options(where, lambda: entry.input)
     return entry.model_copy(update={"path": _resolve(entry.path, folder), "model": model})
 
@@ -537,7 +459,7 @@ def _check_entry(
 def _resolve_outputs(outputs: Outputs, folder: Path) -> Outputs:
     text = outputs.path.removeprefix("file://")
     if is_virtual_path(text):
-        raise _YamlPathError(
+        raise YamlPathError(
             "outputs.path",
             f"{outputs.path!r}: only local folders and file:// URIs are supported; "
             "write locally and sync the folder to object storage",
@@ -565,16 +487,16 @@ def _options(section: str, build: Callable[[], object]) -> None:
         build()
     except GeosegError as exc:
         where = f"{section}.{exc.option}" if exc.option else section
-        raise _YamlPathError(where, exc.render(lambda name: f"{section}.{name}")) from None
+        raise YamlPathError(where, exc.render(lambda name: f"{section}.{name}")) from None
 
 
 def _check_execution(execution: Execution) -> None:
     if execution.workers is not None and execution.scheduler is not None:
-        raise _YamlPathError(
+        raise YamlPathError(
             "execution", "give workers (a local Dask cluster) or scheduler, not both"
         )
     if execution.workers is not None and execution.workers < 1:
-        raise _YamlPathError("execution.workers", f"must be >= 1, got {execution.workers}")
+        raise YamlPathError("execution.workers", f"must be >= 1, got {execution.workers}")
 
 
 def _check_schedule(schedule: Schedule) -> None:
@@ -582,7 +504,7 @@ def _check_schedule(schedule: Schedule) -> None:
 
     parts = schedule.cron.split()
     if len(parts) != 5 or not all(CRON_FIELD.match(p) for p in parts):
-        raise _YamlPathError(
+        raise YamlPathError(
             "schedule.cron",
             f"{schedule.cron!r} is not a cron expression; give 5 fields: "
             "minute hour day-of-month month day-of-week, e.g. '0 2 * * *'",
@@ -590,7 +512,7 @@ def _check_schedule(schedule: Schedule) -> None:
     try:
         zoneinfo.ZoneInfo(schedule.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise _YamlPathError(
+        raise YamlPathError(
             "schedule.timezone",
             f"unknown timezone {schedule.timezone!r}; use an IANA name such as Europe/Berlin",
         ) from None
