@@ -436,7 +436,7 @@ def describe(contract: ModelContract) -> list[tuple[str, str]]:
 
 def _crf_text(crf: CrfParams | None) -> str:
     if crf is None:
-        return "not tuned (predict --crf uses the defaults)"
+        return "not tuned (the CRF uses its default parameters)"
     return (
         f"tuned: {crf.iterations} steps, window {crf.window}, smoothness {crf.smoothness_weight:g}"
         f", appearance {crf.appearance_weight:g} (sigma {crf.appearance_sigma_rgb:g})"
