@@ -165,7 +165,7 @@ def test_wrapped_uint16_model_with_a_scene_stretch(tmp_path, capsys):
                     "--mean", "0.4", "--classes", "bg,a,b", "--tile", "64", "--gsd", "0.5",
                     "--out", str(model)]) == 0  # fmt: skip
     assert run_app(["model-info", str(model)]) == 0
-    assert "percentiles 2-98" in capsys.readouterr().err
+    assert "percentiles 2-98" in capsys.readouterr().out  # results go to stdout
     data = pixels(3, "uint16", high=9000)
     data[:, :8] = 0
     scene = write(tmp_path / "s.tif", data, nodata=0)

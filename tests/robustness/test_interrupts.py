@@ -148,7 +148,7 @@ def test_kill_9_then_resume_is_byte_identical(
     capsys.readouterr()
     assert run_app(predict_args(scene, tiny_model, out, "--resume")) == 0
     assert_reference(out, reference)
-    tiles = int(re.search(r"(\d+) tiles \(", capsys.readouterr().err).group(1))  # the summary
+    tiles = int(re.search(r"(\d+) tiles \(", capsys.readouterr().out).group(1))  # the summary
     assert tiles > 0 if tiles_left == "> 0" else tiles == 0  # finished blocks are not redone
 
 

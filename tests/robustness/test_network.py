@@ -137,13 +137,25 @@ def predict(scene: str, model: Path, out: Path) -> int:
     return run_app(["predict", scene, "-m", str(model), "-o", str(out), *ARGS])
 
 
+def read_cog(path: Path) -> tuple[np.ndarray, tuple[object, ...], str]:
+    """Pixels, (CRS, transform, tags without the job tag, colour table) and the job tag."""
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        tags = ds.tags()
+        job = tags.pop("GEOSEG_JOB", "")
+        return ds.read(1), (ds.crs, ds.transform, tags, ds.colormap(1)), job
+
+
 def test_predict_from_a_url_equals_the_local_result(server, tmp_path):
     url, files = server
     model = files.folder / "m.safetensors"
     assert predict(str(files.folder / "scene.tif"), model, tmp_path / "local") == 0
     assert predict(f"/vsicurl/{url}/scene.tif", model, tmp_path / "url") == 0
-    local = (tmp_path / "local" / "scene_classes.tif").read_bytes()
-    assert (tmp_path / "url" / "scene_classes.tif").read_bytes() == local
+    local, remote = (read_cog(tmp_path / f / "scene_classes.tif") for f in ("local", "url"))
+    np.testing.assert_array_equal(remote[0], local[0])  # the same classes
+    assert remote[1] == local[1]  # georeferencing, class names and colours
+    assert remote[2] != local[2]  # the job tag names the input (a URL is another input)
     assert files.ranged_requests > 0  # really read over HTTP
 
 
