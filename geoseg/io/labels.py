@@ -163,9 +163,26 @@ def as_ids(values: np.ndarray) -> np.ndarray | None:
     return None
 
 
+FLAG_VALUES = frozenset({"yes", "true", "1", "1.0", "y", "t"})
+"""Values of an OSM-style flag field (``building=yes``): the class is named after the field."""
+
+
+def flag_values(values: np.ndarray, class_field: str) -> np.ndarray:
+    """``values``, or the field's name for each when every value flags it (``yes``/``true``/1).
+
+    Examples
+    --------
+    >>> flag_values(np.array(["yes", "Yes", "true"]), "building").tolist()
+    ['building', 'building', 'building']
+    """
+    if len(values) and {str(v).strip().lower() for v in values} <= FLAG_VALUES:
+        return np.full(len(values), class_field, dtype=object)
+    return values
+
+
 def vector_classes(path: str | os.PathLike[str], class_field: str) -> FoundClasses:
-    """Names (or ids) in a vector layer's class field."""
-    values = read_field_values(path, class_field)
+    """Names (or ids) in a vector layer's class field (a flag field gives the field's name)."""
+    values = flag_values(read_field_values(path, class_field), class_field)
     ids = as_ids(values)
     if ids is not None:
         return FoundClasses(os.fspath(path), None, int(ids.max(initial=0)))
@@ -329,7 +346,8 @@ class VectorLabels(Closing):
         frame = read_features(os.fspath(path), class_field, grid)
         self.grid = grid
         self.geometries = frame.geometry.to_numpy()
-        self.ids = class_ids(frame[class_field].to_numpy(), classes, os.fspath(path))
+        values = flag_values(frame[class_field].to_numpy(), class_field)
+        self.ids = class_ids(values, classes, os.fspath(path))
         self.fill = 0 if check_unlabeled(unlabeled) == "background" else IGNORE
         self.tree = STRtree(self.geometries)
 
