@@ -149,3 +149,32 @@ def choice_error(
     return UnknownChoiceError(
         f"unknown {kind} {received!r}; choose one of: {', '.join(sorted(valid))}", option=option
     )
+
+
+class StalledClassWarning(GeosegWarning):
+    """A class's validation IoU stays near zero while training (said once per run).
+
+    Like :class:`GeosegError`, the message marks option names in backticks; front ends render
+    them in their own words (:meth:`render`).
+
+    Examples
+    --------
+    >>> w = StalledClassWarning("building: IoU 0.05; try `encoder_weights`", option="encoder_weights")
+    >>> str(w), w.render(lambda name: "--" + name.replace("_", "-"))
+    ('building: IoU 0.05; try encoder_weights', 'building: IoU 0.05; try --encoder-weights')
+    """
+
+    def __init__(self, message: str = "", *, option: str | None = None) -> None:
+        super().__init__(message)
+        self.template = message
+        self.options: tuple[str, ...] = (option,) if option else ()
+
+    def render(self, name: OptionNamer | None = None) -> str:
+        """The message with each marked option named by ``name`` (default: its Python name)."""
+        text = self.template
+        for option in self.options:
+            text = text.replace(f"`{option}`", name(option) if name else option)
+        return text
+
+    def __str__(self) -> str:
+        return self.render()

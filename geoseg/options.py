@@ -395,12 +395,18 @@ class LabelOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainOptions:
-    """The network and the training recipe (see :func:`geoseg.train_model`)."""
+    """The network and the training recipe (see :func:`geoseg.train_model`).
+
+    ``encoder`` None picks one for the amount of labelled data; ``encoder_weights`` is a local
+    timm / torchvision / SMP encoder checkpoint; ``patience`` stops after that many epochs
+    without a better validation mIoU (0: never early).
+    """
 
     arch: str = "unet"
-    encoder: str = "resnet18"
+    encoder: str | None = None
+    encoder_weights: str | None = None
     tile: int = 256
-    epochs: int = 20
+    epochs: int | None = None
     steps_per_epoch: int | None = None
     batch_size: int = 8
     lr: float = 1e-3
@@ -409,10 +415,13 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     tune_crf: bool = False
+    patience: int = 6
 
     def __post_init__(self) -> None:
         check_tile(self.tile)
-        check_int("epochs", self.epochs, 1)
+        if self.epochs is not None:
+            check_int("epochs", self.epochs, 1)
+        check_int("patience", self.patience, 0)
         check_int("batch_size", self.batch_size, 1)
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch, 1)

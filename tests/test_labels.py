@@ -116,6 +116,18 @@ def test_class_ids_in_a_field_are_used_as_ids(tmp_path):
     np.testing.assert_array_equal(chip, truth_raster(frame))
 
 
+@pytest.mark.parametrize("flags", [["yes", "Yes", "yes", "true", "yes"], [1, 1, 1, 1, 1]])
+def test_an_osm_style_flag_field_names_the_class_after_the_field(tmp_path, flags):
+    frame = pixel_polygons()
+    frame = frame[frame.class_name == "building"].assign(building=flags[:3])
+    frame.drop(columns="class_name").to_file(tmp_path / "osm.gpkg")
+    spec = LabelSpec(str(tmp_path / "osm.gpkg"), class_field="building")
+    classes = resolve_classes([spec.inspect()], None)
+    assert classes == ("background", "building")
+    chip = spec.open(image_grid(), classes).chip(Window(0, 0, *SIZE))
+    np.testing.assert_array_equal(chip, truth_raster(frame))  # building is id 1 in both schemes
+
+
 def test_raster_labels_on_another_grid_equal_a_whole_reprojection(tmp_path):
     rng = np.random.default_rng(3)
     coarse = np.kron(rng.integers(0, 3, (20, 30)), np.ones((5, 5), int)).astype(np.uint8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -301,5 +302,6 @@ def test_cli_trains_with_a_progress_bar_and_summary(tmp_path, capsys):
     assert run_app(args) == 0
     err = capsys.readouterr().err
     assert "best mIoU" in err and "water" in err and read_contract(out).tile_size == 64
+    assert re.search(r"epoch 1/1  loss [0-9.]+  mIoU [0-9.]+  background [0-9.]+  building", err)
     assert run_app([*args, "--overwrite", "--loss", "hinge"]) == 2
     assert "unknown loss 'hinge'; choose one of" in capsys.readouterr().err

@@ -105,9 +105,9 @@ def show_warning(
     message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any
 ) -> None:
     """Print any warning as one ``warning:`` line (no source line)."""
-    console.print(
-        f"[yellow]warning:[/yellow] {one_line(str(message))}", highlight=False, soft_wrap=True
-    )
+    render = getattr(message, "render", None)  # warnings that name options (in backticks)
+    text = render(flag) if callable(render) else str(message)
+    console.print(f"[yellow]warning:[/yellow] {one_line(text)}", highlight=False, soft_wrap=True)
 
 
 def report_error(exc: BaseException) -> int:

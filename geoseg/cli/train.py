@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import typer
@@ -18,18 +18,30 @@ from geoseg.options import LabelOptions, TrainOptions
 from geoseg.training.train import TrainProgress, TrainResult, train_model
 
 
+def class_scores(iou: Mapping[str, float]) -> str:
+    """Per-class IoU as ``background 0.97  building 0.08`` (empty without validation)."""
+    return "  ".join(f"{name} {value:.2f}" for name, value in iou.items())
+
+
+def epoch_line(p: TrainProgress) -> str:
+    """One line per validated epoch: loss, mIoU and every class's IoU."""
+    miou = "-" if p.miou is None else f"{p.miou:.3f}"
+    return f"epoch {p.epoch}/{p.epochs}  loss {p.loss:.3f}  mIoU {miou}  {class_scores(p.iou)}"
+
+
 @contextlib.contextmanager
 def training_bar() -> Iterator[Callable[[TrainProgress], None]]:
-    """A progress bar over all steps showing the epoch, running loss and last validation mIoU."""
+    """A progress bar over all steps (epoch, loss, last validation mIoU and per-class IoU), and
+    one line per validated epoch above it."""
     columns = (
         TextColumn("[bold]epoch {task.fields[epoch]}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}  mIoU {task.fields[miou]}"),
+        TextColumn("loss {task.fields[loss]}  mIoU {task.fields[miou]}  {task.fields[iou]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as bar:
-        task = bar.add_task("training", total=None, epoch="-", loss="-", miou="-")
+        task = bar.add_task("training", total=None, epoch="-", loss="-", miou="-", iou="")
 
         def update(p: TrainProgress) -> None:
             bar.update(
@@ -40,6 +52,9 @@ def training_bar() -> Iterator[Callable[[TrainProgress], None]]:
                 loss=f"{p.loss:.3f}",
                 miou="-" if p.miou is None else f"{p.miou:.3f}",
             )
+            if p.phase == "validated":
+                bar.update(task, iou=class_scores(p.iou))
+                bar.console.print(epoch_line(p), highlight=False)
 
         yield update
 
@@ -57,10 +72,24 @@ def train(
         None, help="Class table (YAML or CSV: id, name, color); sets the classes and colours."
     ),
     arch: str = opt.ARCH,
-    encoder: str = opt.ENCODER,
+    encoder: str = typer.Option(
+        None,
+        help="SMP encoder (resnet18, resnet34, efficientnet-b0, tu-<timm name>); default: "
+        "resnet18, or resnet34 above 16 M labelled pixels.",
+    ),
+    encoder_weights: Path = typer.Option(
+        None,
+        help="Local pretrained encoder checkpoint (timm / torchvision / SMP; safetensors or a "
+        "torch state dict); adapted to the band count. Nothing is downloaded.",
+    ),
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
-    epochs: int = typer.Option(20, help="Epochs."),
-    steps_per_epoch: int = typer.Option(None, help="Batches per epoch (default: area once)."),
+    epochs: int = typer.Option(None, help="Most epochs (default: ~400 steps, 20 to 100)."),
+    patience: int = typer.Option(
+        6, help="Stop after this many epochs without a better mIoU (0: never)."
+    ),
+    steps_per_epoch: int = typer.Option(
+        None, help="Batches per epoch (default: the labelled pixels once)."
+    ),
     batch_size: int = typer.Option(8, help="Chips per step."),
     lr: float = typer.Option(1e-3, help="Peak learning rate (AdamW, warm-up then cosine)."),
     loss: str = typer.Option("ce+dice", help="ce, dice, focal, jaccard, lovasz, tversky, a+b."),
@@ -78,8 +107,10 @@ def train(
     options = TrainOptions(
         arch=arch,
         encoder=encoder,
+        encoder_weights=str(encoder_weights) if encoder_weights else None,
         tile=tile,
         epochs=epochs,
+        patience=patience,
         steps_per_epoch=steps_per_epoch,
         batch_size=batch_size,
         lr=lr,
@@ -128,6 +159,11 @@ def print_summary(result: TrainResult) -> None:
             [
                 ("model", str(result.model_path)),
                 ("classes", ", ".join(result.contract.classes)),
+                ("network", f"{result.contract.arch} / {result.contract.encoder}"),
+                (
+                    "encoder weights",
+                    result.encoder_weights.describe() if result.encoder_weights else "random",
+                ),
                 ("epochs", f"{len(result.history)} ({per_epoch:.1f} s each)"),
                 ("final loss", f"{last.loss:.4f}" if last else "-"),
                 ("best mIoU", "-" if result.best_miou is None else f"{result.best_miou:.3f}"),

@@ -167,8 +167,25 @@ def as_ids(values: np.ndarray) -> np.ndarray | None:
     return None
 
 
+FLAG_VALUES = frozenset({"yes", "true", "1", "1.0", "y", "t"})
+"""Values of an OSM-style flag field (``building=yes``): the class is named after the field."""
+
+
+def flag_values(values: np.ndarray, class_field: str) -> np.ndarray:
+    """``values``, or the field's name for each when every value flags it (``yes``/``true``/1).
+
+    Examples
+    --------
+    >>> flag_values(np.array(["yes", "Yes", "true"]), "building").tolist()
+    ['building', 'building', 'building']
+    """
+    if len(values) and {str(v).strip().lower() for v in values} <= FLAG_VALUES:
+        return np.full(len(values), class_field, dtype=object)
+    return values
+
+
 def vector_classes(path: str | os.PathLike[str], class_field: str) -> FoundClasses:
-    """Names (or ids) in a vector layer's class field."""
+    """Names (or ids) in a vector layer's class field (a flag field gives the field's name)."""
     values = read_field_values(path, class_field)
     if not len(values):
         raise InvalidInputError(
@@ -176,6 +193,7 @@ def vector_classes(path: str | os.PathLike[str], class_field: str) -> FoundClass
             f"({class_field!r}); add labelled polygons, or pick the layer or field that has them",
             option="class_field",
         )
+    values = flag_values(values, class_field)
     ids = as_ids(values)
     if ids is not None:
         return FoundClasses(os.fspath(path), None, int(ids.max(initial=0)))
@@ -425,7 +443,8 @@ class VectorLabels(Closing):
         frame = read_features(os.fspath(path), class_field, grid)
         self.grid = grid
         self.geometries = frame.geometry.to_numpy()
-        self.ids = class_ids(frame[class_field].to_numpy(), classes, os.fspath(path))
+        values = flag_values(frame[class_field].to_numpy(), class_field)
+        self.ids = class_ids(values, classes, os.fspath(path))
         self.fill = 0 if check_unlabeled(unlabeled) == "background" else IGNORE
         self.tree = STRtree(self.geometries)
 

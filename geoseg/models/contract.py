@@ -105,6 +105,8 @@ class ModelContract:
         Percentiles ``(low, high)``, e.g. ``(2, 98)``: the per-band ``low``/``high`` of the
         normalisation are computed over each scene (once, from a decimated read) instead of
         taken from the contract; ``mean``/``std`` still apply. Such a model accepts any dtype.
+    encoder_weights_sha256
+        SHA-256 of the pretrained encoder file training started from (provenance), or None.
     version
         Contract version the file was written with.
     """
@@ -122,6 +124,7 @@ class ModelContract:
     band_names: tuple[str, ...] = field(default=())
     crf: CrfParams | None = None
     stretch: tuple[float, float] | None = None
+    encoder_weights_sha256: str | None = None
     version: int = CONTRACT_VERSION
 
     def __post_init__(self) -> None:
@@ -407,6 +410,7 @@ def describe(contract: ModelContract) -> list[tuple[str, str]]:
         *scaling_rows(contract),
         ("mean / std", f"{_fmt(norm.mean)} / {_fmt(norm.std)} (of the scaled values)"),
         ("CRF", _crf_text(contract.crf)),
+        ("encoder weights", contract.encoder_weights_sha256 or "random initialisation"),
         ("contract", f"version {contract.version}"),
     ]
     rows += [

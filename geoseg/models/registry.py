@@ -16,7 +16,8 @@ from typing import Any
 
 from geoseg.errors import ModelFileError, choice_error
 from geoseg.models._smp import smp
-from geoseg.models.modelfile import read_state_dict
+from geoseg.models.modelfile import file_sha256, read_state_dict
+from geoseg.models.pretrained import MIN_MATCHED, EncoderLoad, map_encoder_state, weight_count
 
 
 @functools.cache
@@ -129,19 +130,23 @@ def build_network(
     return net
 
 
-def load_encoder_weights(net: Any, path: str | os.PathLike[str]) -> None:
-    """Load a local encoder state dict; raise naming the keys that do not fit."""
+def load_encoder_weights(net: Any, path: str | os.PathLike[str]) -> EncoderLoad:
+    """Load a local timm / torchvision / SMP encoder checkpoint into ``net.encoder``.
 
-    state = read_state_dict(path)
-    state = {k.removeprefix("encoder."): v for k, v in state.items()}
+    Names are matched after removing wrapper prefixes (:func:`~geoseg.models.pretrained.canonical`)
+    and the first convolution is adapted to the band count; a file providing less than 90 % of
+    the encoder's weights is refused in one line naming it.
+    """
     expected = net.encoder.state_dict()
-    if not set(state) & set(expected):
+    mapped, adapted = map_encoder_state(read_state_dict(path), expected)
+    matched, total = weight_count(mapped), weight_count(expected)
+    report = EncoderLoad(os.fspath(path), matched, total, file_sha256(path), adapted)
+    if report.share < MIN_MATCHED:
         raise ModelFileError(
-            f"{path}: none of its keys match the encoder (e.g. {next(iter(state), '?')!r} vs "
-            f"{next(iter(expected))!r}); is it for this encoder?"
+            f"{path}: only {report.matched} of the encoder's {report.total} tensors match by "
+            f"name and shape (e.g. {next(iter(expected))!r}); give `encoder_weights` for this "
+            "encoder",
+            option="encoder_weights",
         )
-    try:
-        net.encoder.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ModelFileError(f"{path}: encoder weights do not fit ({first})") from exc
+    net.encoder.load_state_dict({**expected, **mapped})
+    return report

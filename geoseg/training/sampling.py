@@ -9,7 +9,7 @@
   uniformly and then a cell in proportion to that class's pixels in it (so a class covering 0.1 %
   of the scene is seen as often as background), half in proportion to labeled pixels.
 - :func:`load_chip` reads one window of pixels and labels; :func:`augment` applies random D4
-  flips/rotations and brightness/contrast jitter.
+  flips/rotations, scale jitter and radiometric jitter within the scaled range.
 - :class:`TrainingSet` owns the open images and labels of a run and assembles batches.
 """
 
@@ -308,21 +308,65 @@ def standardize(scaled: np.ndarray, norm: Normalization) -> np.ndarray:
     return (scaled - mean) / np.asarray(norm.std, np.float32)[:, None, None]
 
 
+ZOOM = (0.8, 1.25)
+"""Range of the random scale jitter (log-uniform; applied to half of the chips)."""
+
+
 def augment(
     scaled: np.ndarray, target: np.ndarray, rng: np.random.Generator, jitter: float = 0.1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random flip/rotation of pixels and labels, and brightness/contrast jitter of the pixels.
+    """Random D4 flip/rotation and scale jitter of pixels and labels; radiometric jitter.
 
-    ``x -> (x - 0.5) * contrast + 0.5 + brightness`` with contrast in ``1 ± 2 * jitter`` and
-    brightness in ``± jitter`` (of the scaled range).
+    The pixels are the *scaled* values (``[0, 1]`` between the normalisation's ``low`` and
+    ``high``, whatever the dtype), so the radiometric jitter (:func:`radiometric`) keeps them
+    in that range, as every pixel ``predict`` sees is.
     """
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
     if flip:
         scaled, target = scaled[:, :, ::-1], target[:, ::-1]
     scaled, target = np.rot90(scaled, k, axes=(1, 2)), np.rot90(target, k)
+    if rng.random() < 0.5:
+        scaled, target = zoom(scaled, target, float(np.exp(rng.uniform(*np.log(ZOOM)))))
+    return radiometric(scaled, rng, jitter), np.ascontiguousarray(target)
+
+
+def zoom(scaled: np.ndarray, target: np.ndarray, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Magnify a chip about its centre by ``factor`` (nearest neighbour; same shape).
+
+    Zooming out (``factor < 1``) leaves a border with no source: its labels are :data:`IGNORE`
+    and its pixels repeat the edge.
+
+    Examples
+    --------
+    >>> x = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    >>> zoom(x, np.zeros((4, 4), np.uint8), 2.0)[0][0]
+    array([[ 5.,  5.,  6.,  6.],
+           [ 5.,  5.,  6.,  6.],
+           [ 9.,  9., 10., 10.],
+           [ 9.,  9., 10., 10.]], dtype=float32)
+    """
+    h, w = target.shape
+    rows = np.floor((np.arange(h) + 0.5 - h / 2) / factor + h / 2).astype(np.int64)
+    cols = np.floor((np.arange(w) + 0.5 - w / 2) / factor + w / 2).astype(np.int64)
+    inside = ((rows >= 0) & (rows < h))[:, None] & ((cols >= 0) & (cols < w))[None, :]
+    r, c = np.clip(rows, 0, h - 1), np.clip(cols, 0, w - 1)
+    labels = np.where(inside, target[np.ix_(r, c)], IGNORE).astype(target.dtype)
+    return scaled[:, r[:, None], c[None, :]], labels
+
+
+def radiometric(scaled: np.ndarray, rng: np.random.Generator, jitter: float = 0.1) -> np.ndarray:
+    """Per-band gain, a gamma, then brightness/contrast jitter, clipped to the scaled ``[0, 1]``.
+
+    ``x -> clip((clip(x * gain, 0, 1) ** gamma - 0.5) * contrast + 0.5 + brightness, 0, 1)``
+    with per-band ``gain`` in ``1 ± jitter / 2``, ``gamma`` in ``exp(± 2 * jitter)``,
+    ``contrast`` in ``1 ± 2 * jitter`` and ``brightness`` in ``± jitter``.
+    """
+    gain = rng.uniform(1 - jitter / 2, 1 + jitter / 2, (scaled.shape[0], 1, 1))
+    gamma = np.exp(rng.uniform(-2 * jitter, 2 * jitter))
     contrast = rng.uniform(1 - 2 * jitter, 1 + 2 * jitter)
     brightness = rng.uniform(-jitter, jitter)
-    return (scaled - 0.5) * contrast + 0.5 + brightness, np.ascontiguousarray(target)
+    x = np.clip(scaled * gain, 0.0, 1.0) ** gamma
+    return np.clip((x - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0).astype(np.float32)
 
 
 def pad_to_multiple(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -378,6 +422,12 @@ class TrainingSet:
         used = sorted({a.image for a in self.split.train})
         return normalization_from_samples(
             np.concatenate([self.surveys[i].samples for i in used], 1)
+        )
+
+    def labelled_pixels(self) -> int:
+        """Labelled, valid pixels in the training areas (cell resolution)."""
+        return int(
+            sum(area_counts(self.surveys[a.image], a.window).sum() for a in self.split.train)
         )
 
     def frequencies(self) -> np.ndarray:

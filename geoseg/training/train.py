@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import asdict, dataclass, field
@@ -36,14 +36,16 @@ from geoseg.io.checks import check_raster
 from geoseg.io.files import atomic_output, check_writable, writing
 from geoseg.io.labels import IGNORE, label_specs, resolve_classes
 from geoseg.models.contract import Mode, ModelContract, Normalization, default_colors
-from geoseg.models.modelfile import save_model_file
+from geoseg.models.modelfile import file_sha256, save_model_file
 from geoseg.models.predictor import resolve_device, scores_to_probabilities
-from geoseg.models.registry import build_network, check_arch, check_encoder
+from geoseg.models.pretrained import EncoderLoad
+from geoseg.models.registry import build_network, check_arch, check_encoder, load_encoder_weights
 from geoseg.options import LabelOptions, TrainOptions
 from geoseg.training.losses import build_loss, class_weights, learning_rate
 from geoseg.training.metrics import Scores, confusion_matrix, fmt, per_class
-from geoseg.training.sampling import Split, TrainingSet
+from geoseg.training.sampling import TrainingSet
 from geoseg.training.tune_crf import store_tuned_crf
+from geoseg.training.watch import LearningWatch
 
 CHECKPOINT_KEY = "geoseg_checkpoint"
 T = TypeVar("T")
@@ -60,6 +62,8 @@ class TrainProgress:
     loss: float
     miou: float | None = None
     phase: str = "train"
+    iou: Mapping[str, float] = field(default_factory=dict)
+    """Per-class validation IoU of the last validated epoch (``phase == "validated"``)."""
 
 
 Progress = Callable[[TrainProgress], None]
@@ -90,6 +94,7 @@ class TrainResult:
     best_epoch: int | None
     best_miou: float | None
     seconds: float
+    encoder_weights: EncoderLoad | None = None
 
     @property
     def best(self) -> EpochRecord | None:
@@ -334,12 +339,19 @@ def make_contract(
 
 
 def make_trainer(
-    contract: ModelContract, loss: str, weights: np.ndarray, lr: float, device: str
+    contract: ModelContract,
+    loss: str,
+    weights: np.ndarray,
+    lr: float,
+    device: str,
+    start: RunStart | None = None,
 ) -> Trainer:
-    """Network (channels-last), AdamW and the loss on ``device``."""
+    """Network (channels-last; encoder from ``start.encoder_weights`` if given), AdamW, loss."""
     import torch
 
     net = build_network(contract.arch, contract.encoder, contract.bands, contract.num_outputs)
+    if start is not None and start.encoder_weights:
+        start.encoder_load = load_encoder_weights(net, start.encoder_weights)
     net = net.to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     return Trainer(
@@ -411,10 +423,71 @@ class EpochPlan:
         return {"epochs": self.epochs, "steps": self.steps, "lr": self.lr}
 
 
-def default_steps(split: Split, tile: int, batch_size: int) -> int:
-    """Steps per epoch: enough chips to cover the training areas about once (at least 10)."""
-    pixels = sum(a.window.size for a in split.train)
-    return max(10, math.ceil(pixels / (tile * tile * batch_size)))
+# --- a recipe that scales with the data (issue 13) ---------------------------------------------
+
+MIN_STEPS = 4
+"""Fewest steps per epoch (an epoch also validates, so very short ones waste time)."""
+RUN_STEPS = 400
+"""Steps a run aims at when ``epochs`` is not given (early stopping usually ends it sooner)."""
+MAX_AUTO_EPOCHS = 100
+LARGE_DATA_PIXELS = 16_000_000
+"""Labelled training pixels above which the default encoder is resnet34 (below: resnet18)."""
+
+
+def default_steps(labelled: int, tile: int, batch_size: int) -> int:
+    """Steps per epoch: chips covering the labelled training pixels about once.
+
+    Examples
+    --------
+    >>> default_steps(4_000_000, 256, 8), default_steps(10_000, 256, 8)
+    (8, 4)
+    """
+    return max(MIN_STEPS, math.ceil(labelled / (tile * tile * batch_size)))
+
+
+def default_epochs(steps: int) -> int:
+    """Epochs for about :data:`RUN_STEPS` steps in all: at least 20, at most 100.
+
+    Examples
+    --------
+    >>> default_epochs(4), default_epochs(50)
+    (100, 20)
+    """
+    return int(np.clip(math.ceil(RUN_STEPS / steps), 20, MAX_AUTO_EPOCHS))
+
+
+def default_encoder(labelled: int) -> str:
+    """``resnet18`` for small label sets, ``resnet34`` above :data:`LARGE_DATA_PIXELS`.
+
+    Examples
+    --------
+    >>> default_encoder(2_000_000), default_encoder(50_000_000)
+    ('resnet18', 'resnet34')
+    """
+    return "resnet34" if labelled > LARGE_DATA_PIXELS else "resnet18"
+
+
+def make_plan(opts: TrainOptions, data: TrainingSet, progress: Progress | None) -> EpochPlan:
+    """The run's epochs and steps: given, or scaled with the labelled training pixels."""
+    labelled = data.labelled_pixels()
+    steps = opts.steps_per_epoch or default_steps(labelled, opts.tile, opts.batch_size)
+    return EpochPlan(
+        epochs=opts.epochs or default_epochs(steps),
+        steps=steps,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        seed=opts.seed,
+        progress=progress,
+    )
+
+
+def make_watch(
+    opts: TrainOptions, data: TrainingSet, names: Sequence[str], epochs: int
+) -> LearningWatch | None:
+    """The learning watch of a run with validation (none without)."""
+    if not data.split.val:
+        return None
+    return LearningWatch(names, data.frequencies(), epochs, opts.patience)
 
 
 def finish_epoch(
@@ -497,28 +570,27 @@ def train_model(
     opts, lab = options or TrainOptions(), label_options or LabelOptions()
     paths, out = check_inputs(images, out, overwrite or (resume and checkpoint_path(out).exists()))
     arch, device = check_arch(opts.arch), resolve_device(opts.device)
-    check_encoder(opts.encoder)
+    if opts.encoder:
+        check_encoder(opts.encoder)
     specs = label_specs(labels, len(paths), lab.class_field, lab.unlabeled)
     names = resolve_classes([s.inspect() for s in dict.fromkeys(specs)], lab.classes)
     with closing(TrainingSet(paths, specs, names, opts.tile, opts.val_fraction, opts.seed)) as data:
-        contract = make_contract(data, names, arch, opts.encoder, opts.tile)
-        contract = (
-            dataclasses.replace(contract, colors=lab.colors) if lab.colors else contract
-        )  # classes file
-        if resume and checkpoint_path(out).exists():
-            contract = check_resumable(checkpoint_path(out), contract)
-        steps = opts.steps_per_epoch or default_steps(data.split, opts.tile, opts.batch_size)
-        plan = EpochPlan(
-            epochs=opts.epochs,
-            steps=steps,
-            batch_size=opts.batch_size,
-            lr=opts.lr,
-            seed=opts.seed,
-            progress=progress,
+        encoder = opts.encoder or default_encoder(data.labelled_pixels())
+        contract = make_contract(data, names, arch, encoder, opts.tile)
+        contract = dataclasses.replace(
+            contract,
+            colors=lab.colors or contract.colors,  # classes file
+            encoder_weights_sha256=file_sha256(opts.encoder_weights)
+            if opts.encoder_weights
+            else None,
         )
         if resume and checkpoint_path(out).exists():
+            contract = check_resumable(checkpoint_path(out), contract)
+        plan = make_plan(opts, data, progress)
+        if resume and checkpoint_path(out).exists():
             check_schedule(checkpoint_path(out), plan)
-        state = fit(data, contract, plan, opts.loss, device, out, resume)
+        start = RunStart(opts.encoder_weights, make_watch(opts, data, names, plan.epochs))
+        state = fit(data, contract, plan, opts.loss, device, out, resume, start)
         if opts.tune_crf:
             contract, _ = store_tuned_crf(out, data, contract, device)
     return TrainResult(
@@ -529,6 +601,7 @@ def train_model(
         best_epoch=state.best_epoch,
         best_miou=state.best_miou,
         seconds=time.perf_counter() - started,
+        encoder_weights=start.encoder_load,
     )
 
 
@@ -553,13 +626,15 @@ def fit(
     device: str,
     out: Path,
     resume: bool,
+    start: RunStart | None = None,
 ) -> RunState:
     """The epoch loop, starting after the checkpoint's last epoch when resuming."""
     import torch
 
     ckpt = checkpoint_path(out)
     torch.manual_seed(plan.seed)
-    trainer = make_trainer(contract, loss, class_weights(data.frequencies()), plan.lr, device)
+    weights = class_weights(data.frequencies())
+    trainer = make_trainer(contract, loss, weights, plan.lr, device, start)
     state = load_checkpoint(ckpt, trainer) if resume and ckpt.exists() else RunState()
     norm = contract.normalization
     assert norm is not None
@@ -570,11 +645,9 @@ def fit(
         record = EpochRecord(epoch, mean_loss, lr, 0.0)
         finish_epoch(trainer, data, contract, state, record, out, plan, tic)
         if plan.progress:
-            plan.progress(
-                TrainProgress(
-                    epoch, plan.epochs, plan.steps, plan.steps, mean_loss, record.miou, "validated"
-                )
-            )
+            plan.progress(validated_progress(plan, record))
+        if start is not None and start.watch is not None and watch_stops(start.watch, state):
+            break
     publish_model(out)
     return state
 
@@ -585,3 +658,32 @@ def publish_model(out: Path) -> None:
     if partial.exists():
         with writing(out):
             os.replace(partial, out)
+
+
+# --- watching the run (issue 13): per-class progress, stalled classes, early stopping --------
+
+
+@dataclass
+class RunStart:
+    """How a run starts and is watched: a pretrained encoder file and the learning watch.
+
+    ``encoder_load`` is filled in when the encoder weights are loaded.
+    """
+
+    encoder_weights: str | None = None
+    watch: LearningWatch | None = None
+    encoder_load: EncoderLoad | None = None
+
+
+def validated_progress(plan: EpochPlan, record: EpochRecord) -> TrainProgress:
+    """The progress report after an epoch's validation, with per-class IoU."""
+    return TrainProgress(
+        record.epoch, plan.epochs, plan.steps, plan.steps, record.loss, record.miou, "validated",
+        iou=dict(record.iou),
+    )  # fmt: skip
+
+
+def watch_stops(watch: LearningWatch, state: RunState) -> bool:
+    """Warn about a stalled class (once) and say whether to stop early."""
+    watch.after_epoch(state.history)
+    return watch.should_stop(state.history, state.best_epoch)
