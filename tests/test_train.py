@@ -299,7 +299,7 @@ def test_cli_trains_with_a_progress_bar_and_summary(tmp_path, capsys):
             "--steps-per-epoch", "2", "--batch-size", "2", "--device", "cpu",
             "--val-fraction", "0.3"]  # fmt: skip
     assert run_app(args) == 0
-    err = capsys.readouterr().err
-    assert "best mIoU" in err and "water" in err and read_contract(out).tile_size == 64
+    out_text = capsys.readouterr().out  # the summary is a result: stdout
+    assert "best mIoU" in out_text and "water" in out_text and read_contract(out).tile_size == 64
     assert run_app([*args, "--overwrite", "--loss", "hinge"]) == 2
     assert "unknown loss 'hinge'; choose one of" in capsys.readouterr().err
