@@ -243,5 +243,5 @@ def test_cli_resume_with_a_real_model(tmp_path):
     assert done.returncode == 0, done.stderr
     assert output_bytes(out) == output_bytes(tmp_path / "ref")
     assert hidden(out) == []
-    tiles = int(re.search(r"(\d+) tiles \(", done.stderr).group(1))  # from the summary
+    tiles = int(re.search(r"(\d+) tiles \(", done.stdout).group(1))  # from the summary (stdout)
     assert tiles == expected.segment.tiles - 4

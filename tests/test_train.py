@@ -300,8 +300,9 @@ def test_cli_trains_with_a_progress_bar_and_summary(tmp_path, capsys):
             "--steps-per-epoch", "2", "--batch-size", "2", "--device", "cpu",
             "--val-fraction", "0.3"]  # fmt: skip
     assert run_app(args) == 0
-    err = capsys.readouterr().err
-    assert "best mIoU" in err and "water" in err and read_contract(out).tile_size == 64
+    captured = capsys.readouterr()
+    out_text, err = captured.out, captured.err  # the summary is a result (stdout); progress: stderr
+    assert "best mIoU" in out_text and "water" in out_text and read_contract(out).tile_size == 64
     assert re.search(r"epoch 1/1  loss [0-9.]+  mIoU [0-9.]+  background [0-9.]+  building", err)
     assert run_app([*args, "--overwrite", "--loss", "hinge"]) == 2
     assert "unknown loss 'hinge'; choose one of" in capsys.readouterr().err
