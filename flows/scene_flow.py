@@ -27,7 +27,7 @@ from geoseg.engine.executors import Executor
 from geoseg.engine.scene import PredictResult
 from geoseg.errors import CatalogError
 from geoseg.io.files import output_lock, remove_stale_temporaries
-from geoseg.io.quicklook import write_quicklook
+from geoseg.io.quicklook_sheet import write_sheet
 
 log = logging.getLogger(LOGGER_NAME)
 RETRIES = 2
@@ -93,8 +93,8 @@ def vectorize(run: SceneRun, classes_path: Path) -> list[Path]:
 
 @task(name="quicklook", task_run_name="quicklook {run.id}", **RETRYING)
 def quicklook(run: SceneRun, classes_path: Path) -> Path:
-    """A small PNG of the class COG in its colours."""
-    return write_quicklook(classes_path, run.quicklook)
+    """The quicklook sheet (image and classes side by side, legend), as the batch runner writes."""
+    return write_sheet(run.source, classes_path, run.quicklook, run.id)
 
 
 @task(name="record", task_run_name="record {run.id}", **RETRYING)

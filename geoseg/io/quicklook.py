@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from geoseg.io.files import atomic_output
-from geoseg.io.raster import band_count, raster_grid, read_colormap, read_resampled
+from geoseg.io.raster import raster_grid, read_colormap, read_resampled
 
 QUICKLOOK_SIZE = 256
 """Longest side of a quicklook in pixels."""
@@ -98,29 +98,3 @@ def write_quicklook(
 def data_uri(png: bytes) -> str:
     """A ``data:image/png;base64,...`` URI to embed a PNG in Markdown or HTML."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def overlay_png(
-    image_path: str | os.PathLike[str],
-    classes_path: str | os.PathLike[str],
-    png_path: str | os.PathLike[str],
-    max_size: int = 1024,
-    opacity: float = 0.45,
-) -> Path:
-    """Write a PNG of an RGB image (first three bands, 2-98 % stretch) with the classes on top.
-
-    Background (class 0) and nodata are left see-through, so the imagery shows between objects.
-    """
-    from PIL import Image
-
-    classes, palette, alpha = read_classes(classes_path, max_size)
-    bands = [1, 2, 3] if band_count(image_path) >= 3 else [1, 1, 1]
-    rgb = read_resampled(image_path, bands, classes.shape, "average").astype(float)
-    lo, hi = np.percentile(rgb, (2, 98))
-    base = np.clip((rgb - lo) / max(hi - lo, 1e-9) * 255, 0, 255).transpose(1, 2, 0)
-    colour = palette[classes].astype(float)
-    weight = np.where((classes == 0) | (alpha[classes] == 0), 0.0, opacity)[..., None]
-    blended = (base * (1 - weight) + colour * weight).astype(np.uint8)
-    with atomic_output(png_path, overwrite=True) as tmp:
-        Image.fromarray(blended, mode="RGB").save(tmp, format="PNG", optimize=True)
-    return Path(png_path)
