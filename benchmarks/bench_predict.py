@@ -133,6 +133,7 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     mpx = seg.scene_pixels / 1e6
     return {
         "size": size, "tiles": seg.tiles, "minimum": grid_minimum(size, args.tile, args.overlap),
+        "block": seg.block_size,
         "redundancy": seg.computed_pixels / seg.scene_pixels,
         "model_s": model_s, "pipeline_s": pipeline, "segment_s": seg.seconds,
         "vectorize_s": result.seconds.get("vectorize", 0.0),
@@ -217,9 +218,9 @@ def main() -> None:
     parser.add_argument(
         "--block-size",
         type=int,
-        default=1024,
-        help="block size of the memory runs: the same for every scene size, so the ratio shows "
-        "only what grows with the scene (the default plan balances blocks, up to 8 strides)",
+        default=None,
+        help="block size of the memory runs (default: predict's, from the 512 MB memory budget; "
+        "the same for every scene size)",
     )
     parser.add_argument("--memory-model", choices=["pixelwise", "smp"], default="pixelwise")
     parser.add_argument("--model", help="model file to use (default: a random-weight model)")
@@ -239,19 +240,20 @@ def main() -> None:
     print(
         f"\n## throughput on {args.device} (scene Mpx/s; limit = model-only on the scene's pixels)"
     )
-    print("| scene | tiles computed | grid minimum | redundancy | limit Mpx/s | pipeline Mpx/s | "
-          "efficiency | segment s | vectorize s | polygons | peak RSS MB | peak GPU MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| scene | block | tiles computed | grid minimum | redundancy | limit Mpx/s | "
+          "pipeline Mpx/s | efficiency | segment s | vectorize s | polygons | peak RSS MB | "
+          "peak GPU MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         r = throughput(size, args)
-        print(f"| {size}^2 | {r['tiles']} | {r['minimum']} | {r['redundancy']:.2f} | "
+        print(f"| {size}^2 | {r['block']} | {r['tiles']} | {r['minimum']} | {r['redundancy']:.2f} | "
               f"{r['limit_mpx_s']:.3f} | {r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | "
               f"{r['segment_s']:.1f} | {r['vectorize_s']:.1f} | {r['features']} | "
               f"{r['rss_mb']:.0f} | {r['gpu_mb']:.0f} |", flush=True)  # fmt: skip
     if not args.memory_sizes:
         return
     stages = "segment + COG" + (" + vectorize" if args.memory_vectorize else "")
-    stages += f", block {args.block_size}"
+    stages += f", block {args.block_size or 'default'}"
     print(f"\n## peak memory ({stages} in a fresh process; predictor: {args.memory_model})")
     print("| scene | Mpx | peak RSS MB | seconds | polygons |")
     print("|---|---|---|---|---|")

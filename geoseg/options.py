@@ -157,13 +157,16 @@ class InputOptions:
 class TilingOptions:
     """How a scene is cut up: tile size (None: the model's), overlap, batch and block size.
 
-    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles).
+    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles). The block size
+    (None: the largest whose buffers fit ``memory_mb`` megabytes, whatever the scene's size)
+    changes memory, never the output.
     """
 
     tile: int | None = None
     overlap: int | None = None
     batch_size: int = 4
     block_size: int | None = None
+    memory_mb: int = 512
 
     def __post_init__(self) -> None:
         if self.tile is not None:
@@ -175,6 +178,7 @@ class TilingOptions:
         check_int("batch_size", self.batch_size, 1)
         if self.block_size is not None:
             check_int("block_size", self.block_size, 1)
+        check_int("memory_mb", self.memory_mb, 16)
 
     def resolve(self, model_tile: int) -> tuple[int, int]:
         """The tile and overlap to use with a model trained at ``model_tile`` pixels."""

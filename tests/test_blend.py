@@ -31,8 +31,8 @@ def test_accumulator_weighted_mean_and_nodata():
     w2[:, 2:] = 0  # the right half of tile 2 is nodata
     acc.add(Window(0, 2, 4, 4), p2, w2 * 3)
     probs = acc.probabilities()
-    np.testing.assert_allclose(probs[0, :, :2], 0.8)
-    np.testing.assert_allclose(probs[0, :, 2:4], (0.8 + 3 * 0.2) / 4)
+    np.testing.assert_allclose(probs[0, :, :2], 0.8, atol=2e-5)  # 1/65536 steps
+    np.testing.assert_allclose(probs[0, :, 2:4], (0.8 + 3 * 0.2) / 4, atol=2e-5)
     classes, conf = acc.classes_and_confidence()
     assert (classes[:, :2] == 0).all() and (classes[:, 2:4] == 1).all()
     assert (classes[:, 4:] == NODATA_CLASS).all() and (conf[:, 4:] == NODATA_CLASS).all()
@@ -43,3 +43,23 @@ def test_tiles_outside_the_window_are_ignored():
     acc = BlockAccumulator(Window(10, 10, 4, 4), num_classes=1)
     acc.add(Window(0, 0, 4, 4), np.ones((1, 4, 4), np.float32), np.ones((4, 4), np.float32))
     assert not acc.weights.any()
+
+
+def test_integer_sums_do_not_depend_on_order_or_grouping(rng):
+    """Blocks add tiles in different groupings (own sums, then shared windows merged in any
+    order): the sums must be exactly equal, which float32 sums are not."""
+    tiles = [Window(r, c, 8, 8) for r in (0, 5, 9) for c in (0, 6)]
+    probs = [rng.random((3, 8, 8)).astype(np.float32) for _ in tiles]
+    weights = [tile_weights(8, 3) * (rng.random((8, 8)) > 0.1) for _ in tiles]
+    window = Window(0, 0, 17, 14)
+    one = BlockAccumulator(window, 3)
+    for t, p, w in zip(tiles, probs, weights, strict=True):
+        one.add(t, p, w)
+    groups = [BlockAccumulator(window, 3) for _ in range(3)]
+    for i in (5, 2, 0, 4, 1, 3):
+        groups[i % 3].add(tiles[i], probs[i], weights[i])
+    merged = BlockAccumulator(window, 3)
+    for g in reversed(groups):
+        merged.merge(g)
+    np.testing.assert_array_equal(merged.scores, one.scores)
+    np.testing.assert_array_equal(merged.weights, one.weights)

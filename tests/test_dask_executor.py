@@ -90,9 +90,9 @@ def test_local_cluster_is_byte_identical_to_in_process(
 
 
 def test_blocks_in_flight_are_bounded_and_leaving_early_cancels(smooth_scene, local_executor):
-    path, _ = smooth_scene(height=200, width=300)
+    path, _ = smooth_scene(height=400, width=500)
     job = fake_job(path)
-    blocks = plan_blocks(TileGrid(200, 300, 64, 16), 48)
+    blocks = plan_blocks(TileGrid(400, 500, 64, 16), 48).blocks  # 4 x 5 blocks of 2 x 2 tiles
     client = local_executor.client
     need, limit = local_executor.task_resources(job)
     assert need is None and limit == 4  # two per single-threaded worker

@@ -71,6 +71,7 @@ def journal_lines(folder: Path) -> int:
 
 PARTIALS = [
     ".scene_classes.partial.jsonl",
+    ".scene_classes.partial.sums",
     ".scene_classes.partial.tif",
     ".scene_confidence.partial.tif",
 ]
@@ -99,7 +100,7 @@ def test_resumable_run_without_interruption_matches_and_cleans_up(tmp_path, scen
 @pytest.mark.parametrize("resume", [False, True])
 def test_an_error_keeps_partial_files_only_when_resuming(tmp_path, scene, resume):
     with pytest.raises(StopRunError):
-        segment(make_job(scene), tmp_path, resume=resume, progress=stop_after(40))
+        segment(make_job(scene), tmp_path, resume=resume, progress=stop_after(8))
     assert hidden(tmp_path) == (PARTIALS if resume else [])
     assert not outputs(tmp_path).classes.exists()
 
@@ -127,16 +128,43 @@ def test_a_block_damaged_on_disk_is_recomputed(tmp_path, scene, reference):
     journal.write_text("\n".join([lines[0], json.dumps(first), *lines[2:], '{"block": "r00']))
     with pytest.raises(StopRunError):  # (the last line above was cut short by a kill)
         segment(job, tmp_path, resume=True, progress=stop_after(0))  # stop once reopened
-    kept = [json.loads(line)["block"] for line in journal.read_text().splitlines()[1:]]
-    assert kept == [json.loads(line)["block"] for line in lines[2:]]  # the damaged one is out
+    kept = [piece(line) for line in journal.read_text().splitlines()[1:]]
+    assert kept == [piece(line) for line in lines[2:]]  # the damaged one is out
     result = segment(job, tmp_path, resume=True)
     assert output_bytes(tmp_path) == reference[1]
     np.testing.assert_array_equal(result.class_pixels, reference[0].class_pixels)
 
 
+def piece(line: str) -> str:
+    record = json.loads(line)
+    return record.get("block") or record["sums"]
+
+
+def test_kept_sums_spare_blocks_and_damaged_ones_are_recomputed(tmp_path, scene, reference):
+    """A block whose neighbours were not done yet is not recomputed: its shared sums were kept.
+    Sums that do not read back intact make the block run again, with the same bytes."""
+    job = make_job(scene)
+    runs = {}
+    for damaged in (False, True):
+        out = tmp_path / str(damaged)
+        with pytest.raises(StopRunError):  # in the third of 6 blocks (2 x 3, 4 tiles each)
+            segment(job, out, resume=True, progress=stop_after(reference[0].tiles // 2))
+        sums = out / ".scene_classes.partial.sums"
+        assert sums.stat().st_size > 0
+        if damaged:
+            data = bytearray(sums.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            sums.write_bytes(bytes(data))
+        runs[damaged] = segment(job, out, resume=True)
+        assert output_bytes(out) == reference[1]
+        assert hidden(out) == []
+    assert runs[False].tiles == reference[0].tiles - 8  # the 2 finished blocks did not run again
+    assert runs[False].tiles < runs[True].tiles < reference[0].tiles
+
+
 def test_a_different_job_starts_afresh(tmp_path, scene):
     with pytest.raises(StopRunError):
-        segment(make_job(scene, overlap=16), tmp_path / "out", resume=True, progress=stop_after(60))
+        segment(make_job(scene, overlap=16), tmp_path / "out", resume=True, progress=stop_after(12))
     expected = segment(make_job(scene, overlap=8), tmp_path / "reference")
     result = segment(make_job(scene, overlap=8), tmp_path / "out", resume=True)
     assert result.tiles == expected.tiles
@@ -150,7 +178,7 @@ def test_resume_with_a_dask_executor(tmp_path, scene, reference):
     job = make_job(scene)
     with DaskExecutor(workers=2) as executor:
         with pytest.raises(StopRunError):
-            segment(job, tmp_path, executor=executor, resume=True, progress=stop_after(60))
+            segment(job, tmp_path, executor=executor, resume=True, progress=stop_after(12))
         result = segment(job, tmp_path, executor=executor, resume=True)
     assert output_bytes(tmp_path) == reference[1]
     np.testing.assert_array_equal(result.class_pixels, reference[0].class_pixels)
@@ -218,22 +246,24 @@ def test_cli_resume_with_a_real_model(tmp_path):
     from geoseg.testing import create_test_model, write_test_scene
 
     rng = np.random.default_rng(3)
-    data = np.kron(rng.integers(0, 256, (3, 8, 8)), np.ones((16, 16))).astype(np.uint8)
+    data = np.kron(rng.integers(0, 256, (3, 18, 6)), np.ones((16, 16))).astype(np.uint8)
     scene = write_test_scene(tmp_path / "scene.tif", data)
     classes = ["background", "a", "b"]
     model = create_test_model(
         tmp_path / "m.safetensors", "unet", "resnet18", 3, classes, tile_size=64
     )
     options = PredictOptions(
-        tiling=TilingOptions(overlap=16, block_size=64),  # 4 blocks of 4 tiles
+        tiling=TilingOptions(
+            overlap=16, block_size=64
+        ),  # 3 blocks of 2 x 2 tiles, one above another
         output=OutputOptions(vector_formats=(), confidence=True),
     )
     expected = predict_scene(scene, model, tmp_path / "ref", options)
     out = tmp_path / "out"
-    with pytest.raises(StopRunError):  # in the second block
+    with pytest.raises(StopRunError):  # in the third block
         resuming = PredictOptions(tiling=options.tiling, output=options.output, resume=True)
-        predict_scene(scene, model, out, resuming, progress=stop_after(5))
-    assert journal_lines(out) == 2
+        predict_scene(scene, model, out, resuming, progress=stop_after(9))
+    assert journal_lines(out) == 6  # header; blocks 1, 2, the window they share, their kept sums
 
     command = [sys.executable, "-m", "geoseg", "predict", scene, "-m", str(model), "-o", str(out),
                "--overlap", "16", "--block-size", "64", "--vector-format", "none", "--confidence",
@@ -243,5 +273,5 @@ def test_cli_resume_with_a_real_model(tmp_path):
     assert done.returncode == 0, done.stderr
     assert output_bytes(out) == output_bytes(tmp_path / "ref")
     assert hidden(out) == []
-    tiles = int(re.search(r"(\d+) tiles \(", done.stdout).group(1))  # from the summary (stdout)
-    assert tiles == expected.segment.tiles - 4
+    tiles = int(re.search(r"(\d+) tiles of ", done.stdout).group(1))  # from the summary (stdout)
+    assert tiles == expected.segment.tiles - 8  # only block 3 runs

@@ -10,6 +10,7 @@ import pytest
 from geoseg.conventions import NODATA_CLASS
 from geoseg.engine import block
 from geoseg.engine.block import BlockAccumulator, SceneJob, prepare_block, tiles_to_compute
+from geoseg.engine.executors import SequentialExecutor
 from geoseg.engine.scene import OutputPaths, segment_scene
 from geoseg.geo.tiling import TileGrid, plan_blocks
 from geoseg.io.class_raster import Legend
@@ -26,22 +27,27 @@ from geoseg.testing import (
 
 
 def blend_scene(path, predictor, tile, overlap, block_size, nodata=None):
-    """Blended probabilities of a whole scene, assembled from blocks (test-only assembly)."""
+    """Blended probabilities of a whole scene: the sums of every block added (test-only assembly).
+
+    Each tile belongs to one block, so adding every block's sums over its read window gives each
+    pixel's sum over all its tiles exactly once.
+    """
     job = SceneJob(
         str(path), lambda: predictor, None, tile, overlap, 3, InputOptions(nodata=nodata)
     )
     with SceneReader(path, InputOptions(nodata=nodata)) as reader:
         grid = reader.grid
-        out = np.full((predictor.num_classes, grid.height, grid.width), np.nan, np.float32)
-        for block in plan_blocks(TileGrid(grid.height, grid.width, tile, overlap), block_size):
+        total = BlockAccumulator(grid.window, predictor.num_classes)
+        plan = plan_blocks(TileGrid(grid.height, grid.width, tile, overlap), block_size)
+        for block in plan.blocks:
             pixels, valid = reader.read(block.read)
             x, v = prepare_block(pixels, valid, block, None)
-            acc = BlockAccumulator(block.write, predictor.num_classes)
+            acc = BlockAccumulator(block.blended, predictor.num_classes)
             for t in tiles_to_compute(block, v, tile):
                 s = t.relative_to(block.extent).slices()
                 acc.add(t, predictor(x[(slice(None), *s)][None])[0], job.weights * v[s])
-            out[(slice(None), *block.write.slices())] = acc.probabilities()
-    return out
+            total.crop(block.blended).merge(acc)
+    return total.probabilities()
 
 
 @pytest.mark.parametrize(("height", "width"), [(150, 230), (40, 50), (97, 300)])
@@ -116,7 +122,7 @@ def test_tiled_agrees_with_whole_image(tmp_path, smooth_scene, monkeypatch):
 def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
     data = rng.integers(1, 255, size=(3, 120, 160)).astype(np.uint8)
     data[:, :, :40] = 0  # a zero collar
-    data[:, 60:, 100:] = 0
+    data[:, 50:, 90:] = 0  # the bottom-right tile is all nodata
     path = write_test_scene(tmp_path / "collar.tif", data, nodata=0)
     seen = []
 
@@ -133,10 +139,7 @@ def test_nodata_gets_nodata_and_never_reaches_the_model(tmp_path, rng):
     assert (classes[invalid] == NODATA_CLASS).all() and (conf[invalid] == NODATA_CLASS).all()
     assert (classes[~invalid] < 3).all()
     assert result.class_pixels.sum() == (~invalid).sum()
-    grid = TileGrid(120, 160, 64, 16)
-    assert result.tiles < sum(
-        b.num_tiles for b in plan_blocks(grid, 64)
-    )  # all-nodata tiles skipped
+    assert result.tiles < TileGrid(120, 160, 64, 16).num_tiles  # all-nodata tiles skipped
     assert all(np.any(b != 0) for b in seen)
 
 
@@ -156,4 +159,53 @@ def test_block_size_does_not_change_a_real_smp_models_output(tmp_path, smooth_sc
         paths = OutputPaths(classes=tmp_path / f"b{block_size}.tif")
         segment_scene(job, paths, Legend(contract.classes, contract.colors), block_size=block_size)
         outputs.append(paths.classes.read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+class TileRecorder(IdentityPredictor):
+    """Records where each tile it is given sits: its centre pixel's (row, col) bands."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.centres: list[tuple[int, int]] = []
+
+    def __call__(self, batch):
+        middle = batch.shape[-1] // 2
+        self.centres += [(int(t[0, middle, middle]), int(t[1, middle, middle])) for t in batch]
+        return super().__call__(batch)
+
+
+@pytest.mark.parametrize("block_size", [40, 100, 150, 10_000])
+def test_every_tile_of_the_grid_is_inferred_exactly_once(tmp_path, block_size):
+    height, width = 300, 420
+    path = write_test_scene(tmp_path / "coords.tif", coordinate_image(height, width, "uint16"))
+    recorder = TileRecorder()
+    job = SceneJob(path, functools.partial(_same, recorder), None, 64, 16, 3)
+    paths = OutputPaths(classes=tmp_path / "classes.tif")
+    result = segment_scene(
+        job, paths, Legend(["a", "b", "c"], default_colors(3)), block_size=block_size
+    )
+    grid = TileGrid(height, width, 64, 16)
+    expected = sorted((r + 32, c + 32) for r in grid.row_starts for c in grid.col_starts)
+    assert len(recorder.centres) == grid.num_tiles == result.tiles == result.planned_tiles
+    assert len(set(recorder.centres)) == len(recorder.centres)  # no tile twice
+    assert sorted(recorder.centres) == expected
+
+
+class ReversedExecutor(SequentialExecutor):
+    """Hands block results over last first, as a parallel executor may."""
+
+    def map_blocks(self, job, blocks, on_tiles=None):
+        yield from reversed(list(super().map_blocks(job, blocks, on_tiles)))
+
+
+def test_arrival_order_of_blocks_does_not_change_a_byte(tmp_path, smooth_scene):
+    path, _ = smooth_scene(height=260, width=330)
+    job = SceneJob(path, functools.partial(_same, ContextPredictor(3, 4)), None, 64, 16, 4)
+    legend = Legend(["a", "b", "c", "d"], default_colors(4))
+    outputs = []
+    for name, executor in (("seq", SequentialExecutor()), ("rev", ReversedExecutor())):
+        paths = OutputPaths(classes=tmp_path / f"{name}.tif", confidence=tmp_path / f"{name}_c.tif")
+        segment_scene(job, paths, legend, block_size=100, executor=executor)
+        outputs.append((paths.classes.read_bytes(), paths.confidence.read_bytes()))
     assert outputs[0] == outputs[1]

@@ -152,6 +152,7 @@ class Defaults(Section):
     overlap: Integer | None = None
     batch_size: Integer = 4
     block_size: Integer | None = None
+    memory_mb: Integer = 512
     device: Text = "auto"
     tta: Flag = False
     crf: Flag = False
@@ -164,6 +165,7 @@ class Defaults(Section):
             overlap=self.overlap,
             batch_size=self.batch_size,
             block_size=self.block_size,
+            memory_mb=self.memory_mb,
         )
 
     @property
@@ -248,7 +250,7 @@ def load_catalog(path: str | os.PathLike[str]) -> Catalog:
     --------
     >>> catalog = load_catalog("data_catalog.yaml")  # doctest: +SKIP
     >>> catalog.defaults.tiling  # doctest: +SKIP
-    TilingOptions(tile=64, overlap=16, batch_size=4, block_size=None)
+    TilingOptions(tile=64, overlap=16, batch_size=4, block_size=None, memory_mb=512)
     """
     file = Path(path)
     if not file.is_file():
@@ -521,7 +523,7 @@ def _check_schedule(schedule: Schedule) -> None:
 SECTION_OF = {
     **{
         name: "defaults"
-        for name in ("tile", "overlap", "batch_size", "block_size", "device", "tta")
+        for name in ("tile", "overlap", "batch_size", "block_size", "memory_mb", "device", "tta")
     },
     **{name: "outputs" for name in ("vector_formats", "confidence", "simplify", "min_area")},
     **{name: "execution" for name in ("workers", "scheduler")},

@@ -33,6 +33,7 @@ def predict(
     overlap: int = opt.OVERLAP,
     batch_size: int = opt.BATCH_SIZE,
     block_size: int = opt.BLOCK_SIZE,
+    memory_mb: int = opt.MEMORY_MB,
     device: str = opt.DEVICE,
     tta: bool = opt.TTA,
     crf: bool = typer.Option(
@@ -67,7 +68,11 @@ def predict(
     options = PredictOptions(
         input=InputOptions(bands=opt.parse_bands(bands), nodata=nodata),
         tiling=TilingOptions(
-            tile=tile, overlap=overlap, batch_size=batch_size, block_size=block_size
+            tile=tile,
+            overlap=overlap,
+            batch_size=batch_size,
+            block_size=block_size,
+            memory_mb=memory_mb,
         ),
         inference=InferenceOptions(
             device=device,
@@ -111,6 +116,7 @@ def predict_document(result: PredictResult, record: Path | None = None) -> dict[
         },
         "tiles": {
             "computed": seg.tiles, "planned": seg.planned_tiles, "size": seg.tile,
+            "overlap": seg.overlap, "block": seg.block_size,
             "redundancy": round(seg.computed_pixels / max(seg.scene_pixels, 1), 4),
         },
         "polygons": {"features": result.vector_features, "below_4_pixels": result.small_features},
@@ -159,8 +165,8 @@ def print_summary(result: PredictResult, record: Path | None = None) -> None:
         (
             "segment",
             f"{seg.seconds:.1f} s, {mpx / max(seg.seconds, 1e-9):.2f} Mpx/s, "
-            f"{seg.tiles} tiles ({redundancy:.2f}x pixels)"
-            + skipped_note(seg.planned_tiles - seg.tiles),
+            f"{seg.tiles} tiles of {seg.tile} px, overlap {seg.overlap} "
+            f"({redundancy:.2f}x pixels)" + skipped_note(seg.planned_tiles - seg.tiles),
         ),
     ]
     if "vectorize" in result.seconds:

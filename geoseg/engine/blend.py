@@ -6,8 +6,13 @@ falls smoothly (raised cosine) to nearly zero across the overlap at each edge, s
 least reliable pixels (its borders, where the network saw no context) count least and no seam
 can appear. Nodata pixels get weight 0; a pixel whose weights sum to 0 is nodata in the output.
 
-The accumulator covers only the block's *write* window, never the scene: memory is bounded by
-the block size.
+The sums are *integers*: each probability is rounded to ``1 / PROB_SCALE`` and each weight to a
+whole number of ``1 / WEIGHT_SCALE`` (at least 1 where the pixel is valid), so a pixel's sum is
+exact and the same whichever blocks added its tiles and in whatever order (floating-point sums
+are not associative). That is what keeps the class raster byte-identical across block sizes and
+executors while every tile is computed once and its contributions travel between blocks.
+
+The accumulator covers one block's window, never the scene: memory is bounded by the block size.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ import numpy as np
 
 from geoseg.conventions import NODATA_CLASS
 from geoseg.geo.window import Window
+
+PROB_SCALE = 1 << 16
+"""Probabilities are summed in units of 1/65536."""
+WEIGHT_SCALE = 1 << 15
+"""Tile weights are whole numbers of 1/32768 (at least 1 on a valid pixel)."""
 
 
 def ramp(overlap: int) -> np.ndarray:
@@ -50,16 +60,47 @@ def tile_weights(tile: int, overlap: int) -> np.ndarray:
     return np.outer(w, w)
 
 
+def fixed_point_weights(weights: np.ndarray) -> np.ndarray:
+    """Weights as int64 multiples of ``1 / WEIGHT_SCALE``; every positive weight stays >= 1.
+
+    Examples
+    --------
+    >>> fixed_point_weights(np.array([1.0, 0.5, 1e-9, 0.0])).tolist()
+    [32768, 16384, 1, 0]
+    """
+    fixed = np.rint(np.asarray(weights, dtype=np.float64) * WEIGHT_SCALE).astype(np.int64)
+    fixed[(fixed == 0) & (np.asarray(weights) > 0)] = 1
+    return fixed
+
+
+def fixed_point_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Probabilities as int64 multiples of ``1 / PROB_SCALE``.
+
+    Examples
+    --------
+    >>> fixed_point_probabilities(np.array([0.25, 1.0], np.float32)).tolist()
+    [16384, 65536]
+    """
+    return np.rint(np.asarray(probs, dtype=np.float32) * np.float32(PROB_SCALE)).astype(np.int64)
+
+
 @dataclass
 class BlockAccumulator:
-    """Weighted sums of class probabilities over one block's write window.
+    """Exact integer sums of weighted class probabilities over one window.
 
     Parameters
     ----------
     window
-        The block's write window (scene coordinates).
+        The window summed over (scene coordinates).
     num_classes
         Number of probability channels the predictor returns.
+
+    Examples
+    --------
+    >>> acc = BlockAccumulator(Window(0, 0, 1, 2), num_classes=2)
+    >>> acc.add(Window(0, 0, 1, 2), np.array([[[0.2, 0.6]], [[0.8, 0.4]]]), np.array([[1.0, 0.0]]))
+    >>> [a.tolist() for a in acc.classes_and_confidence()]
+    [[[1, 255]], [[80, 255]]]
     """
 
     window: Window
@@ -69,13 +110,14 @@ class BlockAccumulator:
 
     def __post_init__(self) -> None:
         shape = (self.window.height, self.window.width)
-        self.scores = np.zeros((self.num_classes, *shape), dtype=np.float32)
-        self.weights = np.zeros(shape, dtype=np.float32)
+        self.scores = np.zeros((self.num_classes, *shape), dtype=np.int64)
+        self.weights = np.zeros(shape, dtype=np.int64)
 
     def add(self, tile: Window, probs: np.ndarray, weight: np.ndarray) -> None:
         """Add one tile's probabilities ``(K, T, T)`` with its weights ``(T, T)``.
 
-        ``tile`` is in scene coordinates; only its part inside the write window is used.
+        ``tile`` is in scene coordinates; only its part inside the window is used. Float weights
+        are converted with :func:`fixed_point_weights`; integer weights are taken as they are.
         """
         inside = tile.intersection(self.window)
         if inside is None:
@@ -83,20 +125,37 @@ class BlockAccumulator:
         src = inside.relative_to(tile).slices()
         dst = inside.relative_to(self.window).slices()
         w = weight[src]
-        self.scores[(slice(None), *dst)] += probs[(slice(None), *src)] * w
+        w = w.astype(np.int64) if w.dtype.kind in "iub" else fixed_point_weights(w)
+        self.scores[(slice(None), *dst)] += (
+            fixed_point_probabilities(probs[(slice(None), *src)]) * w
+        )
         self.weights[dst] += w
 
+    def merge(self, other: BlockAccumulator) -> None:
+        """Add another accumulator's sums over the same window (exact, in any order)."""
+        assert other.window == self.window, (other.window, self.window)
+        self.scores += other.scores
+        self.weights += other.weights
+
     def probabilities(self) -> np.ndarray:
-        """Blended probabilities ``(K, H, W)``; NaN where no valid pixel contributed."""
+        """Blended probabilities ``(K, H, W)`` float32; NaN where no valid pixel contributed."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return self.scores / self.weights
+            return (self.scores / (self.weights * float(PROB_SCALE))).astype(np.float32)
 
     def crop(self, window: Window) -> BlockAccumulator:
-        """The sums over ``window`` (inside this accumulator's window) as an accumulator."""
-        part = BlockAccumulator(window, self.num_classes)
+        """The sums over ``window`` (inside this accumulator's window), as a view."""
+        part = BlockAccumulator.__new__(BlockAccumulator)
+        part.window, part.num_classes = window, self.num_classes
         local = window.relative_to(self.window).slices()
         part.scores = self.scores[(slice(None), *local)]
         part.weights = self.weights[local]
+        return part
+
+    def copy(self) -> BlockAccumulator:
+        """An independent copy (e.g. of a :meth:`crop` view, to send elsewhere)."""
+        part = BlockAccumulator.__new__(BlockAccumulator)
+        part.window, part.num_classes = self.window, self.num_classes
+        part.scores, part.weights = self.scores.copy(), self.weights.copy()
         return part
 
     def classes_and_confidence(self) -> tuple[np.ndarray, np.ndarray]:
@@ -104,7 +163,7 @@ class BlockAccumulator:
         valid = self.weights > 0
         classes = np.argmax(self.scores, axis=0).astype(np.uint8)
         classes[~valid] = NODATA_CLASS
-        top = np.max(self.scores, axis=0) / np.where(valid, self.weights, 1.0)
+        top = np.max(self.scores, axis=0) / (np.where(valid, self.weights, 1) * float(PROB_SCALE))
         confidence = np.clip(np.rint(top * 100.0), 0, 100).astype(np.uint8)
         confidence[~valid] = NODATA_CLASS
         return classes, confidence

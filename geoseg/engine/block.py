@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.engine.blend import BlockAccumulator, classes_of_probabilities, tile_weights
+from geoseg.engine.blend import (
+    BlockAccumulator,
+    classes_of_probabilities,
+    fixed_point_weights,
+    tile_weights,
+)
 from geoseg.geo.tiling import Block
 from geoseg.geo.window import Window
 from geoseg.io.raster import SceneReader
@@ -28,12 +33,15 @@ TileCallback = Callable[[int], None]
 
 @dataclass(frozen=True, kw_only=True)
 class BlockResult:
-    """What a block produces: uint8 classes and confidence over its write window."""
+    """What a block produces: uint8 classes and confidence over its write window, and its
+    partial sums over the windows it shares with neighbouring blocks (for the writer to finish).
+    """
 
     block: Block
     classes: np.ndarray
     confidence: np.ndarray
     tiles: int
+    shares: tuple[BlockAccumulator, ...] = ()
 
     def class_counts(self, num_classes: int) -> np.ndarray:
         """Pixels per class (nodata excluded)."""
@@ -98,14 +106,15 @@ class SceneJob:
 
     @property
     def weights(self) -> np.ndarray:
-        """The tile weight window ``(tile, tile)``."""
+        """The tile weight window ``(tile, tile)`` in fixed point (int64)."""
         return shared_tile_weights(self.tile, self.overlap)
 
 
 @functools.cache
 def shared_tile_weights(tile: int, overlap: int) -> np.ndarray:
-    """:func:`~geoseg.engine.blend.tile_weights`, made once per process (read-only)."""
-    weights = tile_weights(tile, overlap)
+    """:func:`~geoseg.engine.blend.tile_weights` in fixed point, made once per process
+    (read-only)."""
+    weights = fixed_point_weights(tile_weights(tile, overlap))
     weights.flags.writeable = False
     return weights
 
@@ -133,7 +142,11 @@ def batches(items: Sequence[Window], size: int) -> Iterator[Sequence[Window]]:
 
 
 def tiles_to_compute(block: Block, valid: np.ndarray, tile: int) -> list[Window]:
-    """The block's tiles that have a valid pixel inside its blended window, in global order."""
+    """The block's tiles that have a valid pixel inside its blended window, in global order.
+
+    For a block of :func:`~geoseg.geo.tiling.plan_blocks` that is any valid pixel of the tile
+    inside the scene, so whether a tile is computed does not depend on the block plan.
+    """
     keep = []
     for t in block.tiles(tile):
         inside = t.intersection(block.blended)
@@ -152,7 +165,7 @@ def segment_block(
     on_tiles: TileCallback | None = None,
     crf: CrfParams | None = None,
 ) -> BlockResult:
-    """Predict, blend, (optionally) refine with a CRF, and trim one block.
+    """Predict and blend one block's tiles; finish its own window, hand over its shares.
 
     Parameters
     ----------
@@ -165,7 +178,7 @@ def segment_block(
     predictor
         ``(N, C, T, T) -> (N, K, T, T)`` probabilities.
     weights
-        Tile weight window ``(T, T)``.
+        Tile weight window ``(T, T)``, float or fixed point (see :mod:`geoseg.engine.blend`).
     batch_size
         Tiles per predictor call.
     on_tiles
@@ -178,7 +191,8 @@ def segment_block(
     Returns
     -------
     BlockResult
-        uint8 classes (255 = nodata) and confidence (%) over ``block.write``.
+        uint8 classes (255 = nodata) and confidence (%) over ``block.write``, and the integer
+        partial sums over each of ``block.shares``.
     """
     tile = weights.shape[0]
     acc = BlockAccumulator(block.blended, predictor.num_classes)
@@ -194,7 +208,10 @@ def segment_block(
         classes, confidence = acc.crop(block.write).classes_and_confidence()
     else:
         classes, confidence = refined_classes(acc, pixels, block, crf)
-    return BlockResult(block=block, classes=classes, confidence=confidence, tiles=len(todo))
+    shares = tuple(acc.crop(window).copy() for window in block.shares)
+    return BlockResult(
+        block=block, classes=classes, confidence=confidence, tiles=len(todo), shares=shares
+    )
 
 
 def refined_classes(

@@ -3,12 +3,14 @@
 Each block is one task running :func:`geoseg.engine.block.run_block` on a worker. The task carries the
 small :class:`~geoseg.engine.block.SceneJob` and the block's windows, never pixels: the worker reads its
 own window from the scene path (opened once per worker thread and run, then reused) and sends
-back uint8 classes and confidence, straight to the client. At most ``max_in_flight`` blocks are
+back uint8 classes and confidence of its own window and the integer sums of the bands it shares
+with neighbouring blocks, straight to the client. At most ``max_in_flight`` blocks are
 submitted at a time (default: two per worker slot) and a new one goes out as each result arrives,
 so memory on the client and the workers is bounded by the blocks in flight, not by the scene.
 
 The output is byte-identical to :class:`geoseg.engine.executors.SequentialExecutor`: the per-block
-function is the same and blocks write disjoint windows, so neither order nor worker matters.
+function is the same, every tile is computed by exactly one block, and shared bands are summed in
+exact integers (:mod:`geoseg.engine.stitch`), so neither order nor worker matters.
 
 GPU workers
 -----------

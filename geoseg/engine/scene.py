@@ -18,12 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from geoseg.engine.block import BlockResult, ModelSpec, SceneJob, scene_path
+from geoseg.engine.block import ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
 from geoseg.engine.inputs import PreparedInput, prepare_input
+from geoseg.engine.stitch import Piece, Stitcher, encode_shares
 from geoseg.errors import EmptySceneWarning, InvalidInputError
 from geoseg.geo.geobox import RasterGrid
-from geoseg.geo.tiling import TileGrid, default_block_size, plan_blocks
+from geoseg.geo.tiling import (
+    Block,
+    BlockPlan,
+    TileGrid,
+    block_size_for_memory,
+    plan_blocks,
+    plan_halo_blocks,
+)
 from geoseg.io.checks import check_raster
 from geoseg.io.class_raster import (
     ClassRasterWriter,
@@ -98,6 +106,8 @@ class SegmentResult:
     seconds: float
     planned_tiles: int = 0
     """Tiles of the block plan; ``planned_tiles - tiles`` were skipped (all nodata) or resumed."""
+    block_size: int = 0
+    overlap: int = 0
 
     @property
     def computed_pixels(self) -> int:
@@ -174,6 +184,7 @@ def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:
         "model": identity() if callable(identity) else repr(job.predictor),
         "normalization": repr(job.normalization),
         "tiling": [job.tile, job.overlap, block_size],
+        "plan": "each tile once, integer sums",
         "input": repr(job.input),
         "crf": repr(job.crf),
     }
@@ -224,6 +235,14 @@ class TileCounter:
             self.progress(self.done, self.total)
 
 
+def plan_scene(job: SceneJob, grid: RasterGrid, block_size: int) -> BlockPlan:
+    """The block plan of a job: every tile once, or (with a CRF) blocks that blend a halo."""
+    tiles = TileGrid(grid.height, grid.width, job.tile, job.overlap)
+    if job.halo:
+        return plan_halo_blocks(tiles, block_size, job.halo)
+    return plan_blocks(tiles, block_size)
+
+
 def segment_scene(
     job: SceneJob,
     paths: OutputPaths,
@@ -234,11 +253,14 @@ def segment_scene(
     progress: Progress | None = None,
     overwrite: bool = False,
     resume: bool = False,
+    memory_mb: int = 512,
 ) -> SegmentResult:
     """Write the class raster (and confidence raster) of one scene.
 
-    Memory is bounded by the block size (times the blocks in flight on an executor), never by the
-    scene size. With ``resume``, finished blocks are journaled beside the output and a run of the
+    Every tile of the scene-wide grid is computed once (unless a CRF needs a halo); memory is
+    bounded by the block size (default: from ``memory_mb``, see
+    :func:`~geoseg.geo.tiling.block_size_for_memory`) times the blocks in flight, never by the
+    scene size. With ``resume``, finished pieces are journaled beside the output and a run of the
     same job that was interrupted continues where it stopped (see :class:`ClassRasterWriter`).
     """
     started = time.perf_counter()
@@ -246,18 +268,27 @@ def segment_scene(
     tag = job_tag(job, legend)
     if resume and finished_rasters(paths, tag):
         return finished_segment(job, paths, legend, grid, started)
-    size = block_size or default_block_size(job.tile, job.overlap, max(grid.shape))
-    blocks = plan_blocks(TileGrid(grid.height, grid.width, job.tile, job.overlap), size, job.halo)
-    counter = TileCounter(sum(b.num_tiles for b in blocks), progress)
+    size = block_size or block_size_for_memory(
+        memory_mb, job.tile, job.overlap, grid.count, len(legend.names)
+    )
+    plan = plan_scene(job, grid, size)
+    counter = TileCounter(plan.num_tiles, progress)
     key = resume_key(job, size) if resume else None
     with ClassRasterWriter(
         paths.classes, grid, legend, paths.confidence, overwrite=overwrite, resume=key, job_tag=tag
     ) as writer:
-        todo = [b for b in blocks if b.id not in writer.finished_before]
+        stitcher = Stitcher(plan, len(legend.names), writer.finished_before.keys())
+        todo = blocks_to_run(plan, writer, stitcher)
         counts = sum_counts(writer.finished_before.values(), len(legend.names))
-        counter(sum(b.num_tiles for b in blocks) - sum(b.num_tiles for b in todo))
+        counter(plan.num_tiles - sum(b.num_tiles for b in todo))
         results = (executor or SequentialExecutor()).map_blocks(job, todo, counter)
-        computed = write_blocks(writer, results, counts)
+        computed = 0
+        for result in results:
+            computed += result.tiles
+            write_pieces(writer, stitcher.add(result), counts)
+            if resume and stitcher.waits_for(result.block):
+                writer.keep_sums(result.block.id, encode_shares(result))
+        assert not stitcher.pending, f"{stitcher.pending} shared windows left unfinished"
     if progress:
         progress(counter.total, counter.total)
     return SegmentResult(
@@ -271,7 +302,25 @@ def segment_scene(
         tile=job.tile,
         seconds=time.perf_counter() - started,
         planned_tiles=counter.total,
+        block_size=size,
+        overlap=job.overlap,
     )
+
+
+def blocks_to_run(plan: BlockPlan, writer: ClassRasterWriter, stitcher: Stitcher) -> list[Block]:
+    """The blocks a (resumed) run must compute; the kept sums of the others go to ``stitcher``.
+
+    A block is done when its own window is on disk and either every window it shares is too, or
+    the interrupted run kept its sums over them (a block whose sums do not read back runs again).
+    """
+    todo = []
+    for block in plan.blocks:
+        kept = writer.kept_sums(block.id) if stitcher.waits_for(block) else b""
+        if block.id not in writer.finished_before or kept is None:
+            todo.append(block)
+        elif kept:
+            stitcher.add_kept(block, kept)
+    return todo
 
 
 def finished_segment(
@@ -304,17 +353,11 @@ def sum_counts(prior: Iterable[Sequence[int]], num_classes: int) -> np.ndarray:
     return counts
 
 
-def write_blocks(
-    writer: ClassRasterWriter, results: Iterable[BlockResult], counts: np.ndarray
-) -> int:
-    """Write each block as it arrives, adding its class counts; returns the tiles computed."""
-    computed = 0
-    for result in results:
-        block = result.block
-        writer.write_block(block.write, result.classes, result.confidence, block.id)
-        counts += result.class_counts(len(counts))
-        computed += result.tiles
-    return computed
+def write_pieces(writer: ClassRasterWriter, pieces: Iterable[Piece], counts: np.ndarray) -> None:
+    """Write each finished piece as it comes, adding its class counts."""
+    for piece in pieces:
+        writer.write_block(piece.window, piece.classes, piece.confidence, piece.id)
+        counts += piece.class_counts(len(counts))
 
 
 def check_scene(scene: str, contract: ModelContract, options: PredictOptions) -> PreparedInput:
@@ -401,6 +444,7 @@ def predict_scene(
             progress=progress,
             overwrite=options.overwrite,
             resume=options.resume,
+            memory_mb=options.tiling.memory_mb,
         )
         warn_if_empty(path, seg)
         write_raster_styles(

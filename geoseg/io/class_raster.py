@@ -31,7 +31,7 @@ from geoseg.errors import GeosegError
 from geoseg.geo.geobox import RasterGrid
 from geoseg.geo.window import Window, cover
 from geoseg.io.files import Committing, PendingOutput, check_writable, remove_quietly, writing
-from geoseg.io.journal import BlockJournal, Record, checksum, record_window
+from geoseg.io.journal import BlockJournal, Record, SumsFile, checksum, record_window
 from geoseg.io.raster import (
     GDAL_WRITE_ENV,
     band_profile,
@@ -110,7 +110,11 @@ def partial_name(final: Path, suffix: str | None = None) -> Path:
 
 def partial_files(finals: Sequence[Path]) -> list[Path]:
     """The working files and journal of a resumable run writing ``finals`` (class raster first)."""
-    return [*(partial_name(f) for f in finals), partial_name(finals[0], ".jsonl")]
+    return [
+        *(partial_name(f) for f in finals),
+        partial_name(finals[0], ".jsonl"),
+        partial_name(finals[0], ".sums"),
+    ]
 
 
 def job_tag_of(job: Any) -> str:
@@ -224,14 +228,17 @@ class ClassRasterWriter(Committing):
                 "size": [grid.height, grid.width],
             }
             self.journal = BlockJournal(partial_name(self.path, ".jsonl"), header)
+        self.sums = SumsFile(partial_name(self.path, ".sums"))
         self._bands: list[WorkingBand] = []
         with writing(self.path):
             kept = self._reopen(grid) or self._start_afresh(grid)
             if self.journal is not None:
                 self.journal.start(kept)
             self._describe_classes(colors)
-        self.finished_before = {r["block"]: list(r["counts"]) for r in kept}
-        """Blocks an earlier run wrote and that read back intact: block id -> pixels per class."""
+        self.finished_before = {r["block"]: list(r["counts"]) for r in kept if "block" in r}
+        """Pieces an earlier run wrote and that read back intact: piece id -> pixels per class."""
+        self.sums_before = {r["sums"]: r for r in kept if "sums" in r}
+        """Sums an earlier run kept (see :meth:`keep_sums`) and that read back intact, by key."""
 
     @property
     def finals(self) -> list[Path]:
@@ -261,6 +268,8 @@ class ClassRasterWriter(Committing):
 
     def _start_afresh(self, grid: RasterGrid) -> list[Record]:
         """Create new working files (unless reopened ones are open); no block is done."""
+        if self.journal is not None:
+            self.sums.clear()
         if not self._bands:
             self._open_bands(grid, reopen=False)
         return []
@@ -278,7 +287,9 @@ class ClassRasterWriter(Committing):
         self._bands = []
 
     def _on_disk(self, record: Record) -> bool:
-        """Whether a journaled block reads back from the working files exactly as written."""
+        """Whether a journaled block (or run of sums) reads back exactly as written."""
+        if "sums" in record:
+            return self.sums.read(record) is not None
         window = record_window(record)
         return checksum([band.read(window) for band in self._bands]) == record["crc"]
 
@@ -320,6 +331,20 @@ class ClassRasterWriter(Committing):
                 counts = np.bincount(classes.ravel(), minlength=256)[: len(self.class_names)]
                 self.journal.record(block_id, window, counts.tolist(), checksum(written))
 
+    def keep_sums(self, key: str, data: bytes) -> None:
+        """In a resumable run, keep bytes a resumed run needs (a block's partial sums over the
+        windows it shares with blocks not finished yet) under ``key``; else do nothing."""
+        if self.journal is None:
+            return
+        with writing(self.path):
+            offset, crc = self.sums.append(data)
+            self.journal.record_sums(key, offset, len(data), crc)
+
+    def kept_sums(self, key: str) -> bytes | None:
+        """The bytes an earlier run kept under ``key`` (None if none, or not intact)."""
+        record = self.sums_before.get(key)
+        return None if record is None else self.sums.read(record)
+
     def commit(self) -> None:
         """Finish the COGs, then rename them into place, then drop the working files.
 
@@ -334,6 +359,7 @@ class ClassRasterWriter(Committing):
             remove_quietly(band.work)
         if self.journal is not None:
             self.journal.remove()
+        self.sums.clear()
 
     def abort(self) -> None:
         """Delete every temporary file (a resumable run keeps its partial files and journal)."""

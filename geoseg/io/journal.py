@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import json
+import os
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +93,12 @@ class BlockJournal:
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
 
+    def record_sums(self, key: str, offset: int, length: int, crc: int) -> None:
+        """Append a run of bytes that :class:`SumsFile` holds (a block's shared sums)."""
+        entry = {"sums": key, "offset": offset, "length": length, "crc": crc}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(entry) + "\n")
+
     def remove(self) -> None:
         """Delete the journal (the output is complete)."""
         remove_quietly(self.path)
@@ -100,3 +107,35 @@ class BlockJournal:
 def record_window(record: Record) -> Window:
     """The window a journal record covers."""
     return Window(*record["window"])
+
+
+class SumsFile:
+    """An append-only file of byte runs (the integer sums a resumed run needs), indexed by the
+    journal: each run is appended, synced, then journaled with its offset, length and CRC."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def clear(self) -> None:
+        """Start empty."""
+        remove_quietly(self.path)
+
+    def append(self, data: bytes) -> tuple[int, int]:
+        """Append ``data``; returns its offset and CRC-32 once it is on disk."""
+        with open(self.path, "ab") as fh:
+            offset = fh.seek(0, os.SEEK_END)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return offset, zlib.crc32(data)
+
+    def read(self, record: Record) -> bytes | None:
+        """The bytes a journal record names, or None when they are not intact."""
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(record["offset"])
+                data = fh.read(record["length"])
+        except OSError:
+            return None
+        ok = len(data) == record["length"] and zlib.crc32(data) == record["crc"]
+        return data if ok else None

@@ -140,7 +140,7 @@ def test_flows_serve_with_a_typo_is_one_line_exit_2(catalog_folder):
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert lines == [
         "error: cat.yaml: defaults.batch_sise: unknown key; valid keys: tile, overlap, "
-        "batch_size, block_size, device, tta, crf"
+        "batch_size, block_size, memory_mb, device, tta, crf"
     ]
 
 

@@ -74,8 +74,10 @@ FINALS = ["scene_classes.tif", "scene_confidence.tif", "scene.fgb"]
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
     rng = np.random.default_rng(7)
-    data = np.kron(rng.integers(0, 256, (3, 6, 8)), np.ones((16, 16))).astype(np.uint8)
-    return Path(write_test_scene(tmp_path_factory.mktemp("scene") / "scene.tif", data))
+    data = np.kron(rng.integers(0, 256, (3, 12, 16)), np.ones((16, 16))).astype(np.uint8)
+    return Path(
+        write_test_scene(tmp_path_factory.mktemp("scene") / "scene.tif", data)
+    )  # 2 x 2 blocks
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +150,7 @@ def test_kill_9_then_resume_is_byte_identical(
     capsys.readouterr()
     assert run_app(predict_args(scene, tiny_model, out, "--resume")) == 0
     assert_reference(out, reference)
-    tiles = int(re.search(r"(\d+) tiles \(", capsys.readouterr().out).group(1))  # the summary
+    tiles = int(re.search(r"(\d+) tiles of ", capsys.readouterr().out).group(1))  # the summary
     assert tiles > 0 if tiles_left == "> 0" else tiles == 0  # finished blocks are not redone
 
 

@@ -28,9 +28,10 @@ FINALS = ["scene_classes.tif", "scene_confidence.tif", "scene.fgb"]
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory) -> Path:
-    """A 3-band 96 x 128 scene: 2 x 2 blocks of 64 px, shared (never modified) by the module."""
+    """A 3-band 192 x 256 scene: 2 x 2 blocks of 2 x 2 or 2 x 3 tiles, shared (never modified)
+    by the module."""
     rng = np.random.default_rng(7)
-    data = np.kron(rng.integers(0, 256, (3, 6, 8)), np.ones((16, 16))).astype(np.uint8)
+    data = np.kron(rng.integers(0, 256, (3, 12, 16)), np.ones((16, 16))).astype(np.uint8)
     return Path(write_test_scene(tmp_path_factory.mktemp("scene") / "scene.tif", data))
 
 
@@ -202,7 +203,7 @@ def test_disk_full_during_run_catalog_then_force(tmp_path, tiny_model, monkeypat
     from geoseg.synthetic.scenes import write_scenes
 
     shutil.copy(tiny_model, tmp_path / "model.safetensors")
-    write_scenes(tmp_path / "scenes", scenes=1, size=128)
+    write_scenes(tmp_path / "scenes", scenes=1, size=256)  # 2 x 2 blocks: several flushes
     catalog = tmp_path / "data_catalog.yaml"
     catalog.write_text(CATALOG)
     enospc_on_third_flush(monkeypatch)
