@@ -85,12 +85,13 @@ def overhead(args: argparse.Namespace) -> None:
     from geoseg.engine.block import SceneJob
     from geoseg.engine.dask import DaskExecutor
     from geoseg.engine.executors import SequentialExecutor
-    from geoseg.geo.tiling import TileGrid, plan_blocks
+    from geoseg.geo.tiling import TileGrid, plan_halo_blocks
     from geoseg.testing import IdentityPredictor
 
     path = pattern_scene(args.overhead_size)
     job = SceneJob(str(path), functools.partial(IdentityPredictor, 3), None, 64, 0)
-    blocks = plan_blocks(TileGrid(args.overhead_size, args.overhead_size, 64, 0), 64)
+    grid = TileGrid(args.overhead_size, args.overhead_size, 64, 0)
+    blocks = plan_halo_blocks(grid, 64, halo=0).blocks  # one tile each (no overlap, no halo)
     n = len(blocks)
     print(f"\n## per-block overhead ({n} blocks of one 64 px tile, trivial predictor)")
     print("| executor | cluster start s | ms per block | overhead vs in-process ms/block |")

@@ -155,9 +155,12 @@ class InputOptions:
 
 @dataclass(frozen=True, kw_only=True)
 class TilingOptions:
-    """How a scene is cut up: tile size (None: the model's), overlap, batch and block size.
+    """How a scene is cut up: tile size, overlap, batch and block size.
 
-    The overlap defaults to an eighth of the tile (64 pixels for 512-pixel tiles). The block size
+    ``tile`` None lets geoseg pick, per scene, the tile from the model's up to twice it that
+    pushes the fewest pixels through the network (with the batch shrunk to hold as many pixels;
+    see :func:`geoseg.geo.tiling.auto_tile`). The overlap defaults to an eighth of the given tile,
+    or of the model's tile when the tile is picked (64 pixels for 512-pixel models). The block size
     (None: the largest whose buffers fit ``memory_mb`` megabytes, whatever the scene's size)
     changes memory, never the output.
     """

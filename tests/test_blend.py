@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from geoseg.conventions import NODATA_CLASS
 from geoseg.engine.blend import BlockAccumulator, axis_weights, tile_weights
@@ -63,3 +64,58 @@ def test_integer_sums_do_not_depend_on_order_or_grouping(rng):
         merged.merge(g)
     np.testing.assert_array_equal(merged.scores, one.scores)
     np.testing.assert_array_equal(merged.weights, one.weights)
+
+
+def device_and_host_sums(rng, device):
+    import torch
+
+    from geoseg.engine.blend import fixed_point_weights
+    from geoseg.engine.device_blend import DeviceAccumulator
+
+    window = Window(3, 2, 20, 17)
+    host, dev = BlockAccumulator(window, 4), DeviceAccumulator(window, 4, device)
+    for r, c in [(0, 0), (5, 7), (11, 3), (14, 12)]:
+        tile = Window(r, c, 10, 10)
+        probs = rng.dirichlet(np.ones(4), size=(10, 10)).transpose(2, 0, 1).astype(np.float32)
+        probs[:, 0, 0] = [0.5, 0.5, 0.0, 0.0]  # a tie: both must pick the first class
+        weight = fixed_point_weights(tile_weights(10, 3) * (rng.random((10, 10)) > 0.2))
+        host.add(tile, probs, weight)
+        dev.add(tile, torch.from_numpy(probs).to(device), torch.from_numpy(weight).to(device))
+    return host, dev
+
+
+def test_device_blending_is_bit_identical_to_numpy(rng):
+    """The block is blended in torch (on the predictor's device); the writer finishes shared
+    windows in NumPy: both must give the same bytes."""
+    host, dev = device_and_host_sums(rng, "cpu")
+    part = Window(5, 4, 9, 11)
+    back = dev.to_host(part)
+    np.testing.assert_array_equal(back.scores, host.crop(part).scores)
+    np.testing.assert_array_equal(back.weights, host.crop(part).weights)
+    for a, b in zip(
+        dev.classes_and_confidence(part), host.crop(part).classes_and_confidence(), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert (host.weights == 0).any() and (host.weights > 0).any()  # nodata and data both seen
+
+
+@pytest.mark.gpu
+def test_cuda_blending_is_bit_identical_to_numpy(rng):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    host, dev = device_and_host_sums(rng, "cuda")
+    for a, b in zip(
+        dev.classes_and_confidence(host.window), host.classes_and_confidence(), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(dev.to_host(host.window).scores, host.scores)
+
+
+def test_tta_on_the_device_equals_the_numpy_mean(rng):
+    from geoseg.models.predictor import D4Predictor
+    from geoseg.testing import ContextPredictor
+
+    tta = D4Predictor(ContextPredictor(3, 4))
+    batch = rng.random((2, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(tta.tensor(batch).numpy(), tta(batch))

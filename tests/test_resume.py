@@ -254,7 +254,7 @@ def test_cli_resume_with_a_real_model(tmp_path):
     )
     options = PredictOptions(
         tiling=TilingOptions(
-            overlap=16, block_size=64
+            tile=64, overlap=16, block_size=64
         ),  # 3 blocks of 2 x 2 tiles, one above another
         output=OutputOptions(vector_formats=(), confidence=True),
     )
@@ -266,7 +266,7 @@ def test_cli_resume_with_a_real_model(tmp_path):
     assert journal_lines(out) == 6  # header; blocks 1, 2, the window they share, their kept sums
 
     command = [sys.executable, "-m", "geoseg", "predict", scene, "-m", str(model), "-o", str(out),
-               "--overlap", "16", "--block-size", "64", "--vector-format", "none", "--confidence",
+               "--tile", "64", "--overlap", "16", "--block-size", "64", "--vector-format", "none", "--confidence",
                "--resume"]  # fmt: skip
     env = {**os.environ, "COLUMNS": "200"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)

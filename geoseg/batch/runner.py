@@ -121,10 +121,10 @@ class SceneRun:
 
 def result_parameters(options: PredictOptions, contract: ModelContract) -> dict[str, Any]:
     """The options that change a scene's outputs, in JSON form (compared with the record)."""
-    tile, overlap = options.tiling.resolve(contract.tile_size)
+    _, overlap = options.tiling.resolve(contract.tile_size)
     bands, out = options.input.bands, options.output
     params = {
-        "tile": tile,
+        "tile": options.tiling.tile or "auto",  # picked per scene from its size
         "overlap": overlap,
         "tta": options.inference.tta,
         "bands": list(bands) if bands else None,

@@ -73,7 +73,7 @@ def option(default: Any, *names: str, help: str) -> Any:
 
 
 DEVICE = option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
-TILE = option(None, "--tile", help="Tile size (multiple of 32); default: the model's.")
+TILE = option(None, "--tile", help="Tile size (multiple of 32); default: fastest for the scene.")
 OVERLAP = option(None, "--overlap", help="Pixels shared by neighbouring tiles; default tile/8.")
 BATCH_SIZE = option(4, "--batch-size", help="Tiles per model call.")
 BLOCK_SIZE = option(None, "--block-size", help="Block size in pixels; default: from --memory-mb.")

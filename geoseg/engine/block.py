@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from geoseg.engine.blend import (
     BlockAccumulator,
@@ -21,6 +22,7 @@ from geoseg.engine.blend import (
     fixed_point_weights,
     tile_weights,
 )
+from geoseg.engine.device_blend import DeviceAccumulator, predict_tensor, predictor_device
 from geoseg.geo.tiling import Block
 from geoseg.geo.window import Window
 from geoseg.io.raster import SceneReader
@@ -176,7 +178,9 @@ def segment_block(
     block
         The block: its write window and tiles.
     predictor
-        ``(N, C, T, T) -> (N, K, T, T)`` probabilities.
+        ``(N, C, T, T) -> (N, K, T, T)`` probabilities; one with a ``tensor`` method and a
+        ``device`` keeps them on its device, where the block is blended
+        (:mod:`geoseg.engine.device_blend`).
     weights
         Tile weight window ``(T, T)``, float or fixed point (see :mod:`geoseg.engine.blend`).
     batch_size
@@ -185,7 +189,7 @@ def segment_block(
         Called with the number of tiles after each batch (for progress bars).
     crf
         Refine the blended probabilities with a local CRF on ``pixels`` before the arg-max. The
-        block must blend a halo of at least ``crf.reach`` pixels (``plan_blocks(..., halo=)``),
+        block must blend a halo of at least ``crf.reach`` pixels (``plan_halo_blocks``),
         so the result is the same for any block size.
 
     Returns
@@ -195,30 +199,34 @@ def segment_block(
         partial sums over each of ``block.shares``.
     """
     tile = weights.shape[0]
-    acc = BlockAccumulator(block.blended, predictor.num_classes)
+    device = predictor_device(predictor)
+    acc = DeviceAccumulator(block.blended, predictor.num_classes, device)
+    fixed = weights if weights.dtype.kind in "iu" else fixed_point_weights(weights)
+    tile_weight = torch.from_numpy(np.array(fixed, dtype=np.int64)).to(device)  # (writable copy)
+    valid_here = torch.from_numpy(np.ascontiguousarray(valid)).to(device)
     todo = tiles_to_compute(block, valid, tile)
     for group in batches(todo, batch_size):
         local = [t.relative_to(block.extent).slices() for t in group]
-        probs = predictor(np.stack([pixels[(slice(None), *s)] for s in local]))
+        probs = predict_tensor(predictor, np.stack([pixels[(slice(None), *s)] for s in local]))
         for t, s, p in zip(group, local, probs, strict=True):
-            acc.add(t, p, weights * valid[s])
+            acc.add(t, p, tile_weight * valid_here[s])
         if on_tiles:
             on_tiles(len(group))
     if crf is None:
-        classes, confidence = acc.crop(block.write).classes_and_confidence()
+        classes, confidence = acc.classes_and_confidence(block.write)
     else:
         classes, confidence = refined_classes(acc, pixels, block, crf)
-    shares = tuple(acc.crop(window).copy() for window in block.shares)
+    shares = tuple(acc.to_host(window) for window in block.shares)
     return BlockResult(
         block=block, classes=classes, confidence=confidence, tiles=len(todo), shares=shares
     )
 
 
 def refined_classes(
-    acc: BlockAccumulator, pixels: np.ndarray, block: Block, crf: CrfParams
+    acc: DeviceAccumulator, pixels: np.ndarray, block: Block, crf: CrfParams
 ) -> tuple[np.ndarray, np.ndarray]:
     """Classes and confidence over ``block.write`` after a CRF over the blended window."""
-    from geoseg.models.crf import crf_refine  # torch: only when a CRF is asked for
+    from geoseg.models.crf import crf_refine
 
     image = pixels[(slice(None), *block.blended.relative_to(block.extent).slices())]
     refined = crf_refine(acc.probabilities(), image, crf)

@@ -17,13 +17,13 @@ def predict_parameters(options: PredictOptions, model_tile: int) -> dict[str, An
 
     Examples
     --------
-    >>> predict_parameters(PredictOptions(), 256)["tile"]
-    256
+    >>> predict_parameters(PredictOptions(), 256)["tile"]  # picked per scene
+    'auto'
     """
-    tile, overlap = options.tiling.resolve(model_tile)
+    _, overlap = options.tiling.resolve(model_tile)
     out = options.output
     return {
-        "tile": tile,
+        "tile": options.tiling.tile or "auto",
         "overlap": overlap,
         "tta": options.inference.tta,
         "crf": options.inference.crf,
@@ -56,7 +56,11 @@ def write_predict_item(
         source=result.scene,
         source_fingerprint=fingerprint(result.scene),
         model=info,
-        parameters=predict_parameters(options, contract.tile_size),
+        parameters={
+            **predict_parameters(options, contract.tile_size),
+            "tile": seg.tile,  # what ran (the option may be "auto")
+            "overlap": seg.overlap,
+        },
         outputs=[p for p in (seg.confidence_path, *result.vector_paths) if p is not None],
         areas_ha=seg.area_ha(),
     )

@@ -28,6 +28,7 @@ from geoseg.geo.tiling import (
     Block,
     BlockPlan,
     TileGrid,
+    auto_tile,
     block_size_for_memory,
     plan_blocks,
     plan_halo_blocks,
@@ -165,9 +166,13 @@ def model_job(
     inference = options.inference
     spec = ModelSpec(os.path.abspath(model), file_sha256(model), inference.device, inference.tta)
     tile, overlap = options.tiling.resolve(contract.tile_size)
+    batch = options.tiling.batch_size
+    if options.tiling.tile is None:  # the fastest tile for this scene (see auto_tile)
+        grid = scene_grid(scene, options.input)
+        tile, batch = auto_tile(grid.height, grid.width, tile, overlap, batch)
     crf = (inference.crf_params or contract.crf or CrfParams()) if inference.crf else None
     norm = normalization or contract.normalization
-    return SceneJob(scene, spec, norm, tile, overlap, options.tiling.batch_size, options.input, crf)
+    return SceneJob(scene, spec, norm, tile, overlap, batch, options.input, crf)
 
 
 def resume_key(job: SceneJob, block_size: int) -> dict[str, Any]:

@@ -25,9 +25,11 @@ Examples
 >>> grid = TileGrid(height=1000, width=700, tile=256, overlap=32)
 >>> grid.row_starts[:3], grid.row_starts[-1]
 ((-16, 208, 432), 760)
->>> plan = plan_blocks(grid, block_size=480)
->>> [b.write for b in plan.blocks][:2]
-[Window(row=0, col=0, height=432, width=432), Window(row=0, col=464, height=236, width=236)]
+>>> plan = plan_blocks(grid, block_size=480)  # 2 tiles a side: 2 x 1 blocks (3 columns of tiles)
+>>> [b.write for b in plan.blocks]
+[Window(row=0, col=0, height=432, width=700), Window(row=464, col=0, height=536, width=700)]
+>>> list(plan.shares.values())  # the band between them, where both blocks' tiles add
+[2]
 >>> plan.num_tiles == grid.num_tiles  # each tile once
 True
 """
@@ -40,6 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from geoseg.conventions import TILE_MULTIPLE
 from geoseg.errors import InvalidInputError
 from geoseg.geo.window import Window, cover
 from geoseg.options import check_overlap, check_tile
@@ -250,18 +253,30 @@ class BlockPlan:
 
 
 def group_sizes(count: int, most: int) -> list[int]:
-    """Split ``count`` tiles into near-equal runs of at most ``most`` (at least 2 when possible).
+    """Split ``count`` tiles into runs of ``most`` (the last ones shorter), at least 2 each.
 
-    Two tiles per block at least keep each block's own window non-empty: a single tile can be
-    covered entirely by its neighbours' overlaps.
+    Full-size runs keep a block's memory at what the budget allows whatever the scene's size;
+    at least two tiles per block keep each block's own window non-empty (a single tile can be
+    covered entirely by its neighbours' overlaps).
 
     Examples
     --------
-    >>> group_sizes(9, 4), group_sizes(3, 2), group_sizes(1, 4)
-    ([3, 3, 3], [3], [1])
+    >>> group_sizes(9, 4), group_sizes(8, 4), group_sizes(3, 2), group_sizes(1, 4)
+    ([4, 3, 2], [4, 4], [3], [1])
     """
-    pieces = max(1, min(-(-count // max(most, 1)), count // 2))
-    return [count // pieces + (1 if i < count % pieces else 0) for i in range(pieces)]
+    most = max(most, 2)
+    if count <= most:
+        return [count]
+    sizes = [most] * (count // most)
+    rest = count % most
+    if rest == 1 and most > 2:
+        sizes[-1] -= 1
+        sizes.append(2)
+    elif rest == 1:
+        sizes[-1] += 1
+    elif rest:
+        sizes.append(rest)
+    return sizes
 
 
 def split_starts(starts: Sequence[int], most: int) -> list[tuple[int, ...]]:
@@ -378,6 +393,53 @@ def plan_halo_blocks(grid: TileGrid, block_size: int, halo: int) -> BlockPlan:
     )
 
 
+def fastest_tile(height: int, width: int, tile: int, overlap: int, largest: int) -> int:
+    """The tile size, from ``tile`` to ``largest`` in steps of 32, that pushes the fewest pixels
+    through the network to cover a ``height`` x ``width`` scene with ``overlap`` (ties: smaller).
+
+    A fully convolutional network accepts any multiple of 32; a tile that fits the scene's size
+    wastes less of it on overlaps and on the last row and column of tiles.
+
+    Examples
+    --------
+    >>> fastest_tile(4096, 4096, 512, 64, 1024)  # 6 x 6 tiles of 736 px instead of 9 x 9 of 512
+    736
+    >>> fastest_tile(300, 300, 512, 64, 1024)  # a small scene keeps the model's tile
+    512
+    """
+    step = TILE_MULTIPLE
+
+    def pixels(size: int) -> int:
+        rows = len(axis_tile_starts(height, size, size - overlap, 0))
+        cols = len(axis_tile_starts(width, size, size - overlap, 0))
+        return rows * cols * size * size
+
+    return min(range(tile, max(largest, tile) + 1, step), key=lambda size: (pixels(size), size))
+
+
+def auto_tile(
+    height: int, width: int, model_tile: int, overlap: int, batch_size: int
+) -> tuple[int, int]:
+    """The tile and batch size for a prediction with the tile left to geoseg.
+
+    :func:`fastest_tile` between the model's tile and twice it (or less, so that one call never
+    holds more pixels than ``batch_size`` tiles of the model's size); the batch shrinks so each
+    call holds about as many pixels as ``batch_size`` model tiles (the network's memory).
+
+    Examples
+    --------
+    >>> auto_tile(4096, 4096, 512, 64, batch_size=4)
+    (736, 2)
+    >>> auto_tile(300, 300, 512, 64, batch_size=4)
+    (512, 4)
+    """
+    growth = min(2.0, math.sqrt(batch_size))
+    largest = int(model_tile * growth) // TILE_MULTIPLE * TILE_MULTIPLE
+    tile = fastest_tile(height, width, model_tile, overlap, largest)
+    batch = max(1, round(batch_size * model_tile**2 / tile**2))
+    return tile, batch
+
+
 def block_size_for_memory(
     budget_mb: int, tile: int, overlap: int, bands: int, classes: int, in_flight: int = 2
 ) -> int:
@@ -389,8 +451,8 @@ def block_size_for_memory(
 
     Examples
     --------
-    >>> block_size_for_memory(512, 512, 64, bands=3, classes=2)
-    1856
+    >>> block_size_for_memory(512, 512, 64, bands=3, classes=2)  # 5 tiles a side
+    2304
     >>> block_size_for_memory(512, 512, 64, bands=3, classes=2) == block_size_for_memory(
     ...     512, 512, 64, bands=3, classes=2)  # never the scene's size
     True

@@ -76,6 +76,10 @@ class TorchPredictor:
         self.network = network.eval().to(self.device, memory_format=torch.channels_last)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.tensor(batch).cpu().numpy()
+
+    def tensor(self, batch: np.ndarray) -> Any:
+        """Probabilities ``(N, K, T, T)`` float32, left on the device (a ``torch.Tensor``)."""
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
@@ -83,8 +87,7 @@ class TorchPredictor:
             x = x.pin_memory().to(self.device, non_blocking=True)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=self.amp):
-            probs = scores_to_probabilities(self.network(x).float(), self.mode)
-        return probs.cpu().numpy()
+            return scores_to_probabilities(self.network(x).float(), self.mode)
 
 
 D4 = [(k, flip) for flip in (False, True) for k in range(4)]
@@ -109,6 +112,22 @@ class D4Predictor:
     def __init__(self, inner: Predictor) -> None:
         self.inner = inner
         self.num_classes = inner.num_classes
+        self.device = getattr(inner, "device", None)
+
+    def tensor(self, batch: np.ndarray) -> Any:
+        """The mean over the 8 transforms as a tensor on the inner predictor's device."""
+        import torch
+
+        total = None
+        for k, flip in D4:
+            inner = getattr(self.inner, "tensor", None)
+            x = np.ascontiguousarray(d4_forward(batch, k, flip))
+            probs = inner(x) if callable(inner) else torch.from_numpy(self.inner(x))
+            probs = torch.rot90(probs, -k, dims=(-2, -1))
+            probs = torch.flip(probs, dims=(-1,)) if flip else probs
+            total = probs if total is None else total + probs
+        assert total is not None
+        return total / len(D4)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         total: np.ndarray | None = None

@@ -29,7 +29,18 @@ from geoseg.testing import create_test_model, write_test_scene
 DASK_BIN = Path(sys.executable).with_name("dask")
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-FAST = ["--vector-format", "none", "--block-size", "48", "--overlap", "8", "--device", "auto"]
+FAST = [
+    "--vector-format",
+    "none",
+    "--tile",
+    "64",
+    "--block-size",
+    "48",
+    "--overlap",
+    "8",
+    "--device",
+    "auto",
+]
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ WRAPPER = textwrap.dedent(
     sys.exit(run_app(sys.argv[1:]))
     """
 )
-OPTIONS = ["--overlap", "16", "--block-size", "64", "--device", "cpu", "--confidence",
+OPTIONS = ["--tile", "64", "--overlap", "16", "--block-size", "64", "--device", "cpu", "--confidence",
            "--vector-format", "fgb"]  # fmt: skip
 FINALS = ["scene_classes.tif", "scene_confidence.tif", "scene.fgb"]
 

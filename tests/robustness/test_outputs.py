@@ -19,7 +19,7 @@ import pytest
 from geoseg.cli import run_app
 from geoseg.testing import write_test_scene
 
-OPTIONS = ["--overlap", "16", "--block-size", "64", "--device", "cpu", "--confidence",
+OPTIONS = ["--tile", "64", "--overlap", "16", "--block-size", "64", "--device", "cpu", "--confidence",
            "--vector-format", "fgb"]  # fmt: skip
 PROGRESS = ("segmenting ", "vectorizing ")
 """The progress bar's last state, printed before the error."""
