@@ -209,3 +209,15 @@ def test_arrival_order_of_blocks_does_not_change_a_byte(tmp_path, smooth_scene):
         segment_scene(job, paths, legend, block_size=100, executor=executor)
         outputs.append((paths.classes.read_bytes(), paths.confidence.read_bytes()))
     assert outputs[0] == outputs[1]
+
+
+def test_read_threads_decode_the_same_pixels(tmp_path, smooth_scene):
+    from geoseg.geo.window import Window
+
+    path, _ = smooth_scene(height=260, width=330)
+    reads = []
+    for threads in (1, 4):
+        with SceneReader(path, InputOptions(read_threads=threads)) as reader:
+            reads.append(reader.read(Window(3, 5, 250, 300)))
+    np.testing.assert_array_equal(reads[0][0], reads[1][0])
+    np.testing.assert_array_equal(reads[0][1], reads[1][1])

@@ -43,6 +43,9 @@ def predict(
     crf_window: int = typer.Option(None, help="CRF window side in pixels, odd (overrides)."),
     bands: str = opt.BANDS,
     nodata: float = opt.NODATA,
+    read_threads: int = typer.Option(
+        None, "--read-threads", help="Threads decoding the input (default: up to 4)."
+    ),
     confidence: bool = typer.Option(
         False, "--confidence", help="Also write <stem>_confidence.tif."
     ),
@@ -66,7 +69,11 @@ def predict(
 ) -> None:
     """Segment SCENE with MODEL into OUT/<stem>_classes.tif and OUT/<stem>.gpkg."""
     options = PredictOptions(
-        input=InputOptions(bands=opt.parse_bands(bands), nodata=nodata),
+        input=InputOptions(
+            bands=opt.parse_bands(bands),
+            nodata=nodata,
+            **({"read_threads": read_threads} if read_threads else {}),
+        ),
         tiling=TilingOptions(
             tile=tile,
             overlap=overlap,

@@ -75,12 +75,17 @@ def to_rio(window: Window) -> RioWindow:
     return RioWindow(window.col, window.row, window.width, window.height)
 
 
-def open_dataset(path: str | os.PathLike[str]) -> DatasetReader:
-    """Open a raster for reading, turning GDAL failures into :class:`RasterReadError`."""
+def open_dataset(path: str | os.PathLike[str], threads: int | None = None) -> DatasetReader:
+    """Open a raster for reading, turning GDAL failures into :class:`RasterReadError`.
+
+    ``threads`` > 1 lets GDAL decode the compressed blocks of one read on that many threads
+    (GeoTIFF's ``NUM_THREADS`` open option; other formats ignore it).
+    """
     require_file(path, "raster")
+    extra = {"NUM_THREADS": str(threads)} if threads and threads > 1 else {}
     try:
         with gdal_env():
-            return rasterio.open(path)
+            return rasterio.open(path, **extra)
     except RasterioError as exc:
         if is_virtual_path(path):
             raise RemoteReadError(
@@ -275,7 +280,9 @@ class SceneReader(Closing):
         if isinstance(source, DatasetReader):
             self._ds, self._owned, self.path = source, False, str(source.name)
         else:
-            self._ds, self._owned, self.path = open_dataset(source), True, os.fspath(source)
+            threads = options.read_threads
+            self._ds, self._owned = open_dataset(source, threads), True
+            self.path = os.fspath(source)
         try:
             self.layout = band_layout(self._ds)
             self.bands = list(options.bands or self.layout.default_bands(alpha_as_data))
