@@ -114,7 +114,7 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     from geoseg.engine.scene import predict_scene
     from geoseg.options import InferenceOptions, OutputOptions, PredictOptions, TilingOptions
 
-    path, model_path = scene(size), model(args.arch, args.encoder, args.tile, args.model)
+    path, model_path = scene(size), model(args.arch, args.encoder, args.model_tile, args.model)
     tiling = TilingOptions(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size)
     formats = () if args.vector_format == "none" else (args.vector_format,)
     options = PredictOptions(
@@ -128,12 +128,13 @@ def throughput(size: int, args: argparse.Namespace) -> dict[str, float]:
     result = predict_scene(path, model_path, out, options)
     pipeline = time.perf_counter() - started
     seg = result.segment
-    limit_tiles = math.ceil(seg.scene_pixels / args.tile**2)  # redundancy 1.0
-    model_s = model_only_seconds(model_path, limit_tiles, args.tile, args.batch_size, args.device)
+    # the limit: the tile and batch the pipeline ran, on just the scene's pixels (redundancy 1.0)
+    limit_tiles = math.ceil(seg.scene_pixels / seg.tile**2)
+    model_s = model_only_seconds(model_path, limit_tiles, seg.tile, seg.batch_size, args.device)
     mpx = seg.scene_pixels / 1e6
     return {
-        "size": size, "tiles": seg.tiles, "minimum": grid_minimum(size, args.tile, args.overlap),
-        "block": seg.block_size,
+        "size": size, "tiles": seg.tiles, "minimum": grid_minimum(size, seg.tile, seg.overlap),
+        "block": seg.block_size, "tile": seg.tile, "overlap": seg.overlap, "batch": seg.batch_size,
         "redundancy": seg.computed_pixels / seg.scene_pixels,
         "model_s": model_s, "pipeline_s": pipeline, "segment_s": seg.seconds,
         "vectorize_s": result.seconds.get("vectorize", 0.0),
@@ -158,13 +159,14 @@ def memory_child(size: int, args: argparse.Namespace) -> None:
     if args.memory_model == "smp":
         from geoseg.models.modelfile import file_sha256, read_contract
 
-        model_path = model(args.arch, args.encoder, args.tile, args.model)
+        model_path = model(args.arch, args.encoder, args.model_tile, args.model)
         predictor = ModelSpec(str(model_path), file_sha256(model_path), "cpu")
         normalization = read_contract(model_path).normalization
     else:
         predictor = functools.partial(PixelwisePredictor, 3, len(SYNTH_CLASSES))  # type: ignore[assignment]
         normalization = None
-    job = SceneJob(str(path), predictor, normalization, args.tile, args.overlap, args.batch_size)
+    tile, overlap = args.tile or args.model_tile, args.overlap or args.model_tile // 8
+    job = SceneJob(str(path), predictor, normalization, tile, overlap, args.batch_size)
     out = DATA / "mem"
     paths = OutputPaths(classes=out / f"mem_{size}_classes.tif")
     started = time.perf_counter()
@@ -184,9 +186,11 @@ def memory(size: int, args: argparse.Namespace) -> dict[str, float]:
     """Peak RSS of a whole run in a fresh process."""
     scene(size)  # generate outside the measured process
     cmd = [sys.executable, __file__, "--child-memory", str(size), "--memory-model",
-           args.memory_model, "--tile", str(args.tile), "--overlap", str(args.overlap),
+           args.memory_model, "--model-tile", str(args.model_tile),
            "--batch-size", str(args.batch_size), "--arch", args.arch, "--encoder", args.encoder]  # fmt: skip
     cmd += ["--model", args.model] if args.model else []
+    cmd += ["--tile", str(args.tile)] if args.tile else []
+    cmd += ["--overlap", str(args.overlap)] if args.overlap else []
     cmd += ["--block-size", str(args.block_size)] if args.block_size else []
     cmd += ["--memory-vectorize"] if args.memory_vectorize else []
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -212,8 +216,9 @@ def main() -> None:
     parser.add_argument("--vector-format", default="gpkg", help="polygon layer format, or none")
     parser.add_argument("--arch", default="unet")
     parser.add_argument("--encoder", default="resnet18")
-    parser.add_argument("--tile", type=int, default=512)
-    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--model-tile", type=int, default=512, help="the model's tile size")
+    parser.add_argument("--tile", type=int, default=None, help="default: predict's (per scene)")
+    parser.add_argument("--overlap", type=int, default=None, help="default: model tile / 8")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument(
         "--block-size",
@@ -235,18 +240,19 @@ def main() -> None:
         memory_child(args.child_memory, args)
         return
     print(f"# machine: {machine()}")
-    print(f"# model {args.arch}/{args.encoder}, tile {args.tile}, overlap {args.overlap}, "
-          f"batch {args.batch_size}")  # fmt: skip
+    print(f"# model {args.arch}/{args.encoder} (tile {args.model_tile}), tile {args.tile or 'auto'}, "
+          f"overlap {args.overlap or 'auto'}, batch {args.batch_size}")  # fmt: skip
     print(
         f"\n## throughput on {args.device} (scene Mpx/s; limit = model-only on the scene's pixels)"
     )
-    print("| scene | block | tiles computed | grid minimum | redundancy | limit Mpx/s | "
-          "pipeline Mpx/s | efficiency | segment s | vectorize s | polygons | peak RSS MB | "
-          "peak GPU MB |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| scene | tile / overlap / batch | block | tiles computed | grid minimum | redundancy | "
+          "limit Mpx/s | pipeline Mpx/s | efficiency | segment s | vectorize s | polygons | "
+          "peak RSS MB | peak GPU MB |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for size in args.sizes:
         r = throughput(size, args)
-        print(f"| {size}^2 | {r['block']} | {r['tiles']} | {r['minimum']} | {r['redundancy']:.2f} | "
+        print(f"| {size}^2 | {r['tile']} / {r['overlap']} / {r['batch']} | {r['block']} | "
+              f"{r['tiles']} | {r['minimum']} | {r['redundancy']:.2f} | "
               f"{r['limit_mpx_s']:.3f} | {r['pipeline_mpx_s']:.3f} | {r['efficiency']:.2f} | "
               f"{r['segment_s']:.1f} | {r['vectorize_s']:.1f} | {r['features']} | "
               f"{r['rss_mb']:.0f} | {r['gpu_mb']:.0f} |", flush=True)  # fmt: skip

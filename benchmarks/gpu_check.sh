@@ -37,13 +37,14 @@ else
 fi
 "$PY" -c "import torch, geoseg; print('# torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'geoseg', geoseg.__version__)"
 
-# 1. The engine's GPU path: pipeline vs the model-only limit on the scene's pixels, at 512-px
-#    tiles (the training size) and at large tiles (cheaper per pixel on a GPU).
-for tile in 512 "$TILE"; do
-    overlap=$((tile / 8))
-    memory=$MEMORY; [[ $tile != 512 ]] && memory=""   # peak memory once, at the training tile
+# 1. The engine's GPU path: pipeline vs the model-only limit on the scene's pixels, with
+#    predict's default tiling (picked per scene from the 512-px model tile) and with large
+#    tiles (cheaper per pixel on a GPU), both with the model's 64-px overlap.
+for tile in auto "$TILE"; do
+    memory=$MEMORY; [[ $tile != auto ]] && memory=""   # peak memory once, at the default
+    tiling=(); [[ $tile != auto ]] && tiling=(--tile "$tile" --overlap 64)
     "$PY" benchmarks/bench_predict.py --device "$DEVICE" --sizes $SIZES --memory-sizes $memory \
-        --tile "$tile" --overlap "$overlap" --batch-size "$BATCH" --arch unet --encoder resnet34 \
+        ${tiling[@]+"${tiling[@]}"} --batch-size "$BATCH" --arch unet --encoder resnet34 \
         --vector-format none \
         2>&1 | tee "$LOGS/bench_predict_${DEVICE}_${tile}.md"
 done

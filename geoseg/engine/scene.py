@@ -109,6 +109,7 @@ class SegmentResult:
     """Tiles of the block plan; ``planned_tiles - tiles`` were skipped (all nodata) or resumed."""
     block_size: int = 0
     overlap: int = 0
+    batch_size: int = 0
 
     @property
     def computed_pixels(self) -> int:
@@ -309,6 +310,7 @@ def segment_scene(
         planned_tiles=counter.total,
         block_size=size,
         overlap=job.overlap,
+        batch_size=job.batch_size,
     )
 
 
