@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from geoseg.conventions import LOGGER_NAME
 from geoseg.engine.block import BlockResult, SceneJob, TileCallback, run_block
+from geoseg.engine.heap import release_large_buffers
 from geoseg.errors import ExecutorError, InvalidInputError
 from geoseg.geo.tiling import Block
 from geoseg.io.files import Closing
@@ -111,6 +112,7 @@ def _scene_reader(job: SceneJob, run: str) -> SceneReader:
 
 def segment_block_task(job: SceneJob, block: Block, run: str) -> BlockResult:
     """The Dask task: read, predict and blend one block (the predictor is cached per process)."""
+    release_large_buffers()  # flat memory on long-lived workers (geoseg.engine.heap)
     return run_block(job, block, _scene_reader(job, run), job.predictor())
 
 

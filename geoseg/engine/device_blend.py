@@ -65,6 +65,17 @@ class DeviceAccumulator:
         shape = (window.height, window.width)
         self.scores = torch.zeros((num_classes, *shape), dtype=torch.int64, device=self.device)
         self.weights = torch.zeros(shape, dtype=torch.int64, device=self.device)
+        self._scratch: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _buffers(self, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reusable float32 and int64 buffers of one tile's shape: no allocation per tile (which
+        would fragment the heap and make a long run's memory creep up)."""
+        if shape not in self._scratch:
+            self._scratch[shape] = (
+                torch.empty(shape, dtype=torch.float32, device=self.device),
+                torch.empty(shape, dtype=torch.int64, device=self.device),
+            )
+        return self._scratch[shape]
 
     def add(self, tile: Window, probs: torch.Tensor, weight: torch.Tensor) -> None:
         """Add one tile's probabilities ``(K, T, T)`` with its int64 fixed-point weights
@@ -75,8 +86,12 @@ class DeviceAccumulator:
         src = inside.relative_to(tile).slices()
         dst = inside.relative_to(self.window).slices()
         w = weight[src]
-        fixed = torch.round(probs[(slice(None), *src)].float() * float(PROB_SCALE)).to(torch.int64)
-        self.scores[(slice(None), *dst)] += fixed * w
+        part = probs[(slice(None), *src)]
+        scaled, fixed = self._buffers(tuple(part.shape))
+        torch.mul(part, float(PROB_SCALE), out=scaled)  # float32, exact (a power of two)
+        torch.round(scaled, out=scaled)
+        fixed.copy_(scaled).mul_(w)
+        self.scores[(slice(None), *dst)] += fixed
         self.weights[dst] += w
 
     def _local(self, window: Window) -> tuple[slice, slice]:

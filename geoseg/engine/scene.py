@@ -20,6 +20,7 @@ import numpy as np
 
 from geoseg.engine.block import ModelSpec, SceneJob, scene_path
 from geoseg.engine.executors import Executor, SequentialExecutor
+from geoseg.engine.heap import release_large_buffers
 from geoseg.engine.inputs import PreparedInput, prepare_input
 from geoseg.engine.stitch import Piece, Stitcher, encode_shares
 from geoseg.errors import EmptySceneWarning, InvalidInputError
@@ -270,6 +271,7 @@ def segment_scene(
     same job that was interrupted continues where it stopped (see :class:`ClassRasterWriter`).
     """
     started = time.perf_counter()
+    release_large_buffers()  # flat memory over a long run (see geoseg.engine.heap)
     grid = scene_grid(job.scene, job.input)
     tag = job_tag(job, legend)
     if resume and finished_rasters(paths, tag):
