@@ -12,18 +12,22 @@ Task: the boxes, rasterized, are the class ``tree`` (a crown's box also covers s
 crowns, so even a perfect crown mask scores below 1). The labels are an OSM-style layer (field
 ``tree``, value ``yes``). The left two thirds of the image train (``geoseg train`` defaults with
 ``--tile``/``--batch-size``; its own validation strip inside), the right third is predicted with
-``predict_scene`` and scored (IoU of ``tree``, by class id). A per-pixel baseline on the same pixels: a
-Gaussian quadratic discriminant on colour and local mean / standard deviation (5 and 21 px).
+``predict_scene`` and scored (IoU of ``tree``, by class id). Per-pixel baselines on the same
+pixels, with colour and local mean / standard deviation (5 and 21 px) as features: a Gaussian
+quadratic discriminant, and a random forest (scikit-learn, a ``dev`` extra; never a dependency of
+geoseg itself).
 
 Usage::
 
     python benchmarks/bench_real.py --tile 128 --batch-size 8      # prints one markdown row
-    python benchmarks/bench_real.py --baseline                     # the per-pixel baseline row
+    python benchmarks/bench_real.py --name ce --set loss=ce        # an ablation: one option changed
+    python benchmarks/bench_real.py --baseline                     # the per-pixel baseline rows
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -121,21 +125,46 @@ def box_mean(x: np.ndarray, size: int) -> np.ndarray:
     return s / (size * size)
 
 
-def qda_baseline(paths: dict[str, Path], truth_train: np.ndarray) -> np.ndarray:
-    """Per-pixel Gaussian QDA trained on the training image, predicting the test image."""
+def pixel_features(paths: dict[str, Path]) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """Per-pixel features of the training and test images ``(pixels, F)``, and the test shape."""
     import rasterio
 
     with rasterio.open(paths["train.tif"]) as a, rasterio.open(paths["test.tif"]) as b:
         train, test = local_features(a.read()), local_features(b.read())
-    x, y = train.reshape(train.shape[0], -1).T, truth_train.ravel()
+    flat = [f.reshape(f.shape[0], -1).T for f in (train, test)]
+    return flat[0], flat[1], test.shape[1:]
+
+
+def qda_baseline(paths: dict[str, Path], truth_train: np.ndarray) -> np.ndarray:
+    """Per-pixel Gaussian QDA trained on the training image, predicting the test image."""
+    x, test, shape = pixel_features(paths)
+    y = truth_train.ravel()
     scores = []
     for k in (0, 1):
         xk = x[y == k]
         mean, cov = xk.mean(0), np.cov(xk.T) + 1e-6 * np.eye(x.shape[1])
         inv, (_, logdet) = np.linalg.inv(cov), np.linalg.slogdet(cov)
-        d = test.reshape(test.shape[0], -1).T - mean
+        d = test - mean
         scores.append(-0.5 * np.einsum("ij,jk,ik->i", d, inv, d) - 0.5 * logdet + np.log(len(xk)))
-    return np.argmax(scores, axis=0).reshape(test.shape[1:]).astype(np.uint8)
+    return np.argmax(scores, axis=0).reshape(shape).astype(np.uint8)
+
+
+def forest_baseline(
+    paths: dict[str, Path], truth_train: np.ndarray, trees: int = 150, samples: int = 100_000
+) -> np.ndarray:
+    """Per-pixel random forest (scikit-learn, a dev dependency only) on the same features as the
+    QDA, fitted on ``samples`` random training pixels (fixed seed, one core)."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, test, shape = pixel_features(paths)
+    y = truth_train.ravel()
+    pick = np.random.default_rng(0).choice(len(y), min(samples, len(y)), replace=False)
+    forest = RandomForestClassifier(n_estimators=trees, n_jobs=1, random_state=0)
+    forest.fit(x[pick].astype(np.float32), y[pick])
+    out = np.concatenate(
+        [forest.predict(part.astype(np.float32)) for part in np.array_split(test, 8)]
+    )
+    return out.reshape(shape).astype(np.uint8)
 
 
 def train_truth(paths: dict[str, Path]) -> np.ndarray:
@@ -162,24 +191,55 @@ def run_geoseg(paths: dict[str, Path], args: argparse.Namespace) -> tuple[str, f
         PredictOptions,
         TrainOptions,
     )
-    from geoseg.training.train import train_model
+    from geoseg.training.train import TrainProgress, train_model
 
     out = DATA / f"model_{args.name}.safetensors"
     extra = {"encoder_weights": args.encoder_weights} if args.encoder_weights else {}
+    extra.update(parse_settings(args.set))
     options = TrainOptions(tile=args.tile, batch_size=args.batch_size, device="cpu", **extra)
+    seen = {"steps": 0}
+
+    def progress(p: TrainProgress) -> None:
+        seen["steps"] = p.steps
+
     tic = time.perf_counter()
     result = train_model([paths["train.tif"]], paths["labels.gpkg"], out, options, overwrite=True,
-                         label_options=LabelOptions(class_field="tree"))  # fmt: skip
+                         label_options=LabelOptions(class_field="tree"), progress=progress)  # fmt: skip
     seconds = time.perf_counter() - tic
     pred = predict_scene(paths["test.tif"], out, DATA / f"pred_{args.name}", PredictOptions(
         inference=InferenceOptions(device="cpu"), output=OutputOptions(vector_formats=()),
         overwrite=True))  # fmt: skip
     with rasterio.open(pred.segment.classes_path) as ds:
         iou = tree_iou(ds.read(1), paths)
-    epochs = len(result.history)
-    steps = f"{epochs} ep, best {result.best_epoch}"
+    log = DATA / f"history_{args.name}.json"
+    log.write_text(json.dumps([dataclasses.asdict(r) for r in result.history], indent=1))
+    steps = f"{len(result.history)} ep x {seen['steps']} steps, best {result.best_epoch}"
     names = ",".join(result.contract.classes)
     return f"{result.contract.encoder}, {steps}, classes {names}", iou, seconds
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``["loss=ce", "patience=0"]`` -> TrainOptions fields, typed like the field's default."""
+    from geoseg.options import TrainOptions
+
+    fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    settings: dict[str, object] = {}
+    for item in items:
+        key, _, text = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--set {item}: no TrainOptions field {key!r}")
+        default = fields[key].default
+        if text.lower() == "none":
+            settings[key] = None
+        elif isinstance(default, bool):
+            settings[key] = text.lower() in ("1", "true", "yes")
+        elif isinstance(default, float):
+            settings[key] = float(text)
+        elif isinstance(default, int) or key in ("epochs", "steps_per_epoch"):
+            settings[key] = int(text)
+        else:
+            settings[key] = text
+    return settings
 
 
 def tree_iou(pred: np.ndarray, paths: dict[str, Path]) -> float:
@@ -198,17 +258,34 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--name", default="current")
     parser.add_argument("--encoder-weights", default=None)
-    parser.add_argument("--baseline", action="store_true", help="only the per-pixel baseline")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="a TrainOptions field for an ablation, e.g. loss=ce (repeatable)")  # fmt: skip
+    parser.add_argument("--baseline", action="store_true", help="only the per-pixel baselines")
+    parser.add_argument("--trees", type=int, default=150, help="random forest size")
+    parser.add_argument("--samples", type=int, default=100_000, help="random forest pixels")
     args = parser.parse_args()
     paths = prepare(fetch())
     load = os.getloadavg()[0]
     if args.baseline:
-        tic = time.perf_counter()
-        iou = tree_iou(qda_baseline(paths, train_truth(paths)), paths)
-        what, seconds = "per-pixel QDA (colour + local mean/std)", time.perf_counter() - tic
-    else:
-        what, iou, seconds = run_geoseg(paths, args)
-    print(f"| {args.name} | {what} | {iou:.3f} | {seconds:.0f} s | {load:.1f} |")
+        truth = train_truth(paths)
+        baselines = {
+            "per-pixel QDA (colour + local mean/std)": lambda: qda_baseline(paths, truth),
+            f"per-pixel random forest ({args.trees} trees, {args.samples} training pixels, "
+            "same features)": lambda: forest_baseline(paths, truth, args.trees, args.samples),
+        }
+        for what, predict in baselines.items():
+            load, tic = os.getloadavg()[0], time.perf_counter()
+            iou = tree_iou(predict(), paths)
+            row(what, iou, time.perf_counter() - tic, load)
+        return
+    what, iou, seconds = run_geoseg(paths, args)
+    row(f"{' '.join(args.set) or 'defaults'}: {what}", iou, seconds, load)
+
+
+def row(what: str, iou: float, seconds: float, load: float) -> None:
+    """One markdown row: what ran, tree IoU, seconds, 1-min load at its start and end."""
+    end = os.getloadavg()[0]
+    print(f"| {what} | {iou:.3f} | {seconds:.0f} s | {load:.1f}-{end:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -412,7 +412,10 @@ class TrainOptions:
 
     ``encoder`` None picks one for the amount of labelled data; ``encoder_weights`` is a local
     timm / torchvision / SMP encoder checkpoint; ``patience`` stops after that many epochs
-    without a better validation mIoU (0: never early).
+    without a better validation mIoU (0: never early). It is 20, not fewer, because small label
+    sets get many short epochs: on real imagery (``benchmarks/bench_real.py``) a patience of 6
+    stopped runs at a third of the schedule, learning rate still near its peak, and cost 0.03 tree
+    IoU (benchmarks/RESULTS.md).
     """
 
     arch: str = "unet"
@@ -428,7 +431,7 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     tune_crf: bool = False
-    patience: int = 6
+    patience: int = 20
 
     def __post_init__(self) -> None:
         check_tile(self.tile)

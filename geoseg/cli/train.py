@@ -85,7 +85,7 @@ def train(
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
     epochs: int = typer.Option(None, help="Most epochs (default: ~400 steps, 20 to 100)."),
     patience: int = typer.Option(
-        6, help="Stop after this many epochs without a better mIoU (0: never)."
+        20, help="Stop after this many epochs without a better mIoU (0: never)."
     ),
     steps_per_epoch: int = typer.Option(
         None, help="Batches per epoch (default: the labelled pixels once)."
