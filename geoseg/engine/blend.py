@@ -24,6 +24,7 @@ import numpy as np
 from geoseg.conventions import NODATA_CLASS
 from geoseg.geo.window import Window
 
+Slices = tuple[slice, slice]
 PROB_SCALE = 1 << 16
 """Probabilities are summed in units of 1/65536."""
 WEIGHT_SCALE = 1 << 15
@@ -84,6 +85,21 @@ def fixed_point_probabilities(probs: np.ndarray) -> np.ndarray:
     return np.rint(np.asarray(probs, dtype=np.float32) * np.float32(PROB_SCALE)).astype(np.int64)
 
 
+def paste_slices(tile: Window, window: Window) -> tuple[Slices, Slices] | None:
+    """Where ``tile`` overlaps ``window``: the slices in the tile's array and in the window's
+    (None if they do not overlap).
+
+    Examples
+    --------
+    >>> paste_slices(Window(-2, 3, 4, 4), Window(0, 0, 10, 5))
+    ((slice(2, 4, None), slice(0, 2, None)), (slice(0, 2, None), slice(3, 5, None)))
+    """
+    inside = tile.intersection(window)
+    if inside is None:
+        return None
+    return inside.relative_to(tile).slices(), inside.relative_to(window).slices()
+
+
 @dataclass
 class BlockAccumulator:
     """Exact integer sums of weighted class probabilities over one window.
@@ -119,11 +135,10 @@ class BlockAccumulator:
         ``tile`` is in scene coordinates; only its part inside the window is used. Float weights
         are converted with :func:`fixed_point_weights`; integer weights are taken as they are.
         """
-        inside = tile.intersection(self.window)
-        if inside is None:
+        where = paste_slices(tile, self.window)
+        if where is None:
             return
-        src = inside.relative_to(tile).slices()
-        dst = inside.relative_to(self.window).slices()
+        src, dst = where
         w = weight[src]
         w = w.astype(np.int64) if w.dtype.kind in "iub" else fixed_point_weights(w)
         self.scores[(slice(None), *dst)] += (

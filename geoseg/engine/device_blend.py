@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from geoseg.conventions import NODATA_CLASS
-from geoseg.engine.blend import PROB_SCALE, BlockAccumulator
+from geoseg.engine.blend import PROB_SCALE, BlockAccumulator, paste_slices
 from geoseg.geo.window import Window
 
 
@@ -47,17 +47,8 @@ def predict_tensor(predictor: Any, batch: np.ndarray) -> torch.Tensor:
 
 
 class DeviceAccumulator:
-    """Exact int64 sums of weighted class probabilities over one window, on a torch device.
-
-    Parameters
-    ----------
-    window
-        The window summed over (scene coordinates).
-    num_classes
-        Number of probability channels.
-    device
-        Where the sums live (the predictor's device).
-    """
+    """:class:`~geoseg.engine.blend.BlockAccumulator`'s sums of ``window`` (``num_classes``
+    channels), kept on ``device`` (the predictor's) as int64 tensors."""
 
     def __init__(self, window: Window, num_classes: int, device: torch.device | str) -> None:
         self.window, self.num_classes = window, num_classes
@@ -80,11 +71,10 @@ class DeviceAccumulator:
     def add(self, tile: Window, probs: torch.Tensor, weight: torch.Tensor) -> None:
         """Add one tile's probabilities ``(K, T, T)`` with its int64 fixed-point weights
         ``(T, T)`` (both on this device); only the tile's part inside the window is used."""
-        inside = tile.intersection(self.window)
-        if inside is None:
+        where = paste_slices(tile, self.window)
+        if where is None:
             return
-        src = inside.relative_to(tile).slices()
-        dst = inside.relative_to(self.window).slices()
+        src, dst = where
         w = weight[src]
         part = probs[(slice(None), *src)]
         scaled, fixed = self._buffers(tuple(part.shape))
