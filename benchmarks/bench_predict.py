@@ -165,8 +165,13 @@ def memory_child(size: int, args: argparse.Namespace) -> None:
     else:
         predictor = functools.partial(PixelwisePredictor, 3, len(SYNTH_CLASSES))  # type: ignore[assignment]
         normalization = None
-    tile, overlap = args.tile or args.model_tile, args.overlap or args.model_tile // 8
-    job = SceneJob(str(path), predictor, normalization, tile, overlap, args.batch_size)
+    from geoseg.geo.tiling import auto_tile
+
+    overlap, batch = args.overlap or args.model_tile // 8, args.batch_size
+    tile = args.tile
+    if tile is None:  # as predict picks it
+        tile, batch = auto_tile(size, size, args.model_tile, overlap, args.batch_size)
+    job = SceneJob(str(path), predictor, normalization, tile, overlap, batch)
     out = DATA / "mem"
     paths = OutputPaths(classes=out / f"mem_{size}_classes.tif")
     started = time.perf_counter()

@@ -81,9 +81,12 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 
 
 def blocks_done(out: Path) -> int:
-    """Blocks the resume journal of ``out`` records as written."""
-    journals = list(out.glob(".*.jsonl")) if out.exists() else []
-    return max((len(j.read_text().splitlines()) - 1 for j in journals), default=0)
+    """Pieces the resume journal of ``out`` records as written (0 while it is being created)."""
+    journal = out / ".scene_classes.partial.jsonl"
+    try:
+        return len(journal.read_text().splitlines()) - 1
+    except FileNotFoundError:  # not yet, or being replaced atomically (rename)
+        return 0
 
 
 def wait_until(condition: Callable[[], bool], proc: subprocess.Popen, timeout: float = 90) -> None:
