@@ -116,6 +116,12 @@ def test_tta_on_the_device_equals_the_numpy_mean(rng):
     from geoseg.models.predictor import D4Predictor
     from geoseg.testing import ContextPredictor
 
-    tta = D4Predictor(ContextPredictor(3, 4))
+    inner = ContextPredictor(3, 4)
     batch = rng.random((2, 3, 32, 32)).astype(np.float32)
-    np.testing.assert_array_equal(tta.tensor(batch).numpy(), tta(batch))
+    expected = np.zeros((2, 4, 32, 32), np.float32)
+    for k in range(4):
+        for flip in (False, True):
+            x = np.rot90(np.flip(batch, -1) if flip else batch, k, axes=(-2, -1))
+            y = np.rot90(inner(np.ascontiguousarray(x)), -k, axes=(-2, -1))
+            expected += np.flip(y, -1) if flip else y
+    np.testing.assert_allclose(D4Predictor(inner).tensor(batch).numpy(), expected / 8, atol=1e-6)

@@ -219,5 +219,6 @@ def test_read_threads_decode_the_same_pixels(tmp_path, smooth_scene):
     for threads in (1, 4):
         with SceneReader(path, InputOptions(read_threads=threads)) as reader:
             reads.append(reader.read(Window(3, 5, 250, 300)))
+            assert reader._ds.options.get("NUM_THREADS") == (None if threads == 1 else "4")
     np.testing.assert_array_equal(reads[0][0], reads[1][0])
     np.testing.assert_array_equal(reads[0][1], reads[1][1])

@@ -157,21 +157,18 @@ class BlockAccumulator:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (self.scores / (self.weights * float(PROB_SCALE))).astype(np.float32)
 
-    def crop(self, window: Window) -> BlockAccumulator:
-        """The sums over ``window`` (inside this accumulator's window), as a view."""
-        part = BlockAccumulator.__new__(BlockAccumulator)
-        part.window, part.num_classes = window, self.num_classes
-        local = window.relative_to(self.window).slices()
-        part.scores = self.scores[(slice(None), *local)]
-        part.weights = self.weights[local]
+    @classmethod
+    def of(cls, window: Window, scores: np.ndarray, weights: np.ndarray) -> BlockAccumulator:
+        """An accumulator holding given int64 sums ``(K, h, w)`` and weights ``(h, w)``."""
+        part = cls.__new__(cls)
+        part.window, part.num_classes = window, scores.shape[0]
+        part.scores, part.weights = scores, weights
         return part
 
-    def copy(self) -> BlockAccumulator:
-        """An independent copy (e.g. of a :meth:`crop` view, to send elsewhere)."""
-        part = BlockAccumulator.__new__(BlockAccumulator)
-        part.window, part.num_classes = self.window, self.num_classes
-        part.scores, part.weights = self.scores.copy(), self.weights.copy()
-        return part
+    def crop(self, window: Window) -> BlockAccumulator:
+        """The sums over ``window`` (inside this accumulator's window), as a view."""
+        local = window.relative_to(self.window).slices()
+        return BlockAccumulator.of(window, self.scores[(slice(None), *local)], self.weights[local])
 
     def classes_and_confidence(self) -> tuple[np.ndarray, np.ndarray]:
         """Arg-max classes and the winning probability in percent, both uint8 (nodata 255)."""

@@ -90,11 +90,8 @@ class DeviceAccumulator:
     def to_host(self, window: Window) -> BlockAccumulator:
         """The sums over ``window`` (inside this one) as a NumPy accumulator on the host."""
         local = self._local(window)
-        part = BlockAccumulator.__new__(BlockAccumulator)
-        part.window, part.num_classes = window, self.num_classes
-        part.scores = self.scores[(slice(None), *local)].cpu().numpy().copy()
-        part.weights = self.weights[local].cpu().numpy().copy()
-        return part
+        scores = self.scores[(slice(None), *local)].cpu().numpy().copy()
+        return BlockAccumulator.of(window, scores, self.weights[local].cpu().numpy().copy())
 
     def probabilities(self) -> np.ndarray:
         """Blended probabilities ``(K, H, W)`` float32 on the host; NaN where nothing valid."""

@@ -286,8 +286,9 @@ def segment_scene(
         paths.classes, grid, legend, paths.confidence, overwrite=overwrite, resume=key, job_tag=tag
     ) as writer:
         stitcher = Stitcher(plan, len(legend.names), writer.finished_before.keys())
-        todo = blocks_to_run(plan, writer, stitcher)
+        todo, completed = blocks_to_run(plan, writer, stitcher)
         counts = sum_counts(writer.finished_before.values(), len(legend.names))
+        write_pieces(writer, completed, counts)
         counter(plan.num_tiles - sum(b.num_tiles for b in todo))
         results = (executor or SequentialExecutor()).map_blocks(job, todo, counter)
         computed = 0
@@ -316,20 +317,24 @@ def segment_scene(
     )
 
 
-def blocks_to_run(plan: BlockPlan, writer: ClassRasterWriter, stitcher: Stitcher) -> list[Block]:
-    """The blocks a (resumed) run must compute; the kept sums of the others go to ``stitcher``.
+def blocks_to_run(
+    plan: BlockPlan, writer: ClassRasterWriter, stitcher: Stitcher
+) -> tuple[list[Block], list[Piece]]:
+    """The blocks a (resumed) run must compute; the kept sums of the others go to ``stitcher``,
+    with the shared windows they complete.
 
     A block is done when its own window is on disk and either every window it shares is too, or
     the interrupted run kept its sums over them (a block whose sums do not read back runs again).
     """
-    todo = []
+    todo: list[Block] = []
+    completed: list[Piece] = []
     for block in plan.blocks:
         kept = writer.kept_sums(block.id) if stitcher.waits_for(block) else b""
         if block.id not in writer.finished_before or kept is None:
             todo.append(block)
         elif kept:
-            stitcher.add_kept(block, kept)
-    return todo
+            completed += stitcher.add_kept(block, kept)
+    return todo, completed
 
 
 def finished_segment(

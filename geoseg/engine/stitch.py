@@ -77,31 +77,35 @@ class Stitcher:
                 confidence=result.confidence,
             )
         for part in result.shares:
-            if part.window in self.waiting:
-                yield from self._add_share(part)
+            piece = self._add_share(part)
+            if piece is not None:
+                yield piece
 
     def waits_for(self, block: Block) -> bool:
         """Whether a shared window of ``block`` is still unfinished."""
         return any(w in self.waiting for w in block.shares)
 
-    def add_kept(self, block: Block, data: bytes) -> None:
-        """Add the sums an interrupted run kept for ``block`` (see :func:`encode_shares`)."""
-        for part in decode_shares(block, data, self.num_classes):
-            if part.window in self.waiting:
-                for _ in self._add_share(part):
-                    pass  # a resumed block never completes a window here: its partner is left
+    def add_kept(self, block: Block, data: bytes) -> list[Piece]:
+        """Add the sums an interrupted run kept for ``block`` (see :func:`encode_shares`);
+        the shared windows that completes."""
+        pieces = (self._add_share(part) for part in decode_shares(block, data, self.num_classes))
+        return [piece for piece in pieces if piece is not None]
 
-    def _add_share(self, part: BlockAccumulator) -> Iterator[Piece]:
+    def _add_share(self, part: BlockAccumulator) -> Piece | None:
+        """Add one block's sums over a shared window; the window's piece once it is complete."""
         window = part.window
+        if window not in self.waiting:  # finished before this run (resumed)
+            return None
         if window in self.sums:
             self.sums[window].merge(part)
         else:
             self.sums[window] = part
         self.waiting[window] -= 1
-        if self.waiting[window] == 0:
-            del self.waiting[window]
-            classes, confidence = self.sums.pop(window).classes_and_confidence()
-            yield Piece(id=share_id(window), window=window, classes=classes, confidence=confidence)
+        if self.waiting[window]:
+            return None
+        del self.waiting[window]
+        classes, confidence = self.sums.pop(window).classes_and_confidence()
+        return Piece(id=share_id(window), window=window, classes=classes, confidence=confidence)
 
 
 def encode_shares(result: BlockResult) -> bytes:
@@ -117,14 +121,13 @@ def decode_shares(block: Block, data: bytes, num_classes: int) -> list[BlockAccu
     """The accumulators :func:`encode_shares` wrote for ``block``."""
     parts, offset = [], 0
     for window in block.shares:
-        part = BlockAccumulator(window, num_classes)
-        for array in (part.scores, part.weights):
-            size = array.size * 8
-            array[...] = np.frombuffer(data, dtype="<i8", count=array.size, offset=offset).reshape(
-                array.shape
-            )
-            offset += size
-        parts.append(part)
+        arrays = []
+        for shape in ((num_classes, window.height, window.width), (window.height, window.width)):
+            count = int(np.prod(shape))
+            flat = np.frombuffer(data, dtype="<i8", count=count, offset=offset)
+            arrays.append(flat.astype(np.int64).reshape(shape))  # (a writable copy)
+            offset += count * 8
+        parts.append(BlockAccumulator.of(window, *arrays))
     if offset != len(data):
         raise ValueError(f"kept sums of {block.id}: {len(data)} bytes, expected {offset}")
     return parts
