@@ -235,7 +235,7 @@ def parse_settings(items: list[str]) -> dict[str, object]:
             settings[key] = text.lower() in ("1", "true", "yes")
         elif isinstance(default, float):
             settings[key] = float(text)
-        elif isinstance(default, int) or key in ("epochs", "steps_per_epoch"):
+        elif isinstance(default, int) or key in ("epochs", "steps_per_epoch", "patience"):
             settings[key] = int(text)
         else:
             settings[key] = text

@@ -412,10 +412,10 @@ class TrainOptions:
 
     ``encoder`` None picks one for the amount of labelled data; ``encoder_weights`` is a local
     timm / torchvision / SMP encoder checkpoint; ``patience`` stops after that many epochs
-    without a better validation mIoU (0: never early). It is 20, not fewer, because small label
-    sets get many short epochs: on real imagery (``benchmarks/bench_real.py``) a patience of 6
-    stopped runs at a third of the schedule, learning rate still near its peak, and cost 0.03 tree
-    IoU (benchmarks/RESULTS.md).
+    without a better validation mIoU (0: never early; None: a quarter of the planned epochs, at
+    least 10). A fixed count stopped small label sets (many short epochs) early: on real imagery
+    (``benchmarks/bench_real.py``) a patience of 6 stopped runs at a third of the schedule, the
+    learning rate still near its peak, and cost 0.03 tree IoU (benchmarks/RESULTS.md).
     """
 
     arch: str = "unet"
@@ -431,13 +431,14 @@ class TrainOptions:
     val_fraction: float = 0.2
     seed: int = 0
     tune_crf: bool = False
-    patience: int = 20
+    patience: int | None = None
 
     def __post_init__(self) -> None:
         check_tile(self.tile)
         if self.epochs is not None:
             check_int("epochs", self.epochs, 1)
-        check_int("patience", self.patience, 0)
+        if self.patience is not None:
+            check_int("patience", self.patience, 0)
         check_int("batch_size", self.batch_size, 1)
         if self.steps_per_epoch is not None:
             check_int("steps_per_epoch", self.steps_per_epoch, 1)

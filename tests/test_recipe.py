@@ -11,7 +11,7 @@ from geoseg.errors import StalledClassWarning
 from geoseg.io.labels import IGNORE
 from geoseg.options import TrainOptions
 from geoseg.training.sampling import augment, radiometric
-from geoseg.training.train import default_encoder, make_plan
+from geoseg.training.train import default_encoder, make_plan, make_watch
 
 
 def test_augmented_pixels_and_labels_stay_aligned():
@@ -38,13 +38,26 @@ def test_radiometric_jitter_stays_in_the_scaled_range():
     assert out[:, 2].std() > 0.02  # it does jitter
 
 
-@pytest.mark.parametrize(("labelled", "steps", "epochs"), [(300_000, 4, 100), (40_000_000, 77, 20)])
+@pytest.mark.parametrize(
+    ("labelled", "steps", "epochs"),
+    [(300_000, 4, 300), (3_000_000, 6, 200), (40_000_000, 77, 20)],
+)
 def test_steps_and_epochs_follow_the_labelled_pixels(labelled, steps, epochs):
     data = SimpleNamespace(labelled_pixels=lambda: labelled)
     plan = make_plan(TrainOptions(tile=256, batch_size=8), data, None)  # type: ignore[arg-type]
     assert (plan.steps, plan.epochs) == (steps, epochs)
     given = make_plan(TrainOptions(epochs=3, steps_per_epoch=2), data, None)  # type: ignore[arg-type]
     assert (given.steps, given.epochs) == (2, 3)
+
+
+@pytest.mark.parametrize(
+    ("given", "epochs", "patience"), [(None, 200, 50), (None, 20, 10), (7, 200, 7), (0, 200, 0)]
+)
+def test_patience_is_a_quarter_of_the_planned_epochs_unless_given(given, epochs, patience):
+    data = SimpleNamespace(split=SimpleNamespace(val=[object()]), frequencies=lambda: np.ones(2))
+    options = TrainOptions(patience=given)
+    watch = make_watch(options, data, ["background", "tree"], epochs)  # type: ignore[arg-type]
+    assert watch is not None and watch.patience == patience
 
 
 def test_the_encoder_grows_with_the_data():

@@ -83,9 +83,11 @@ def train(
         "torch state dict); adapted to the band count. Nothing is downloaded.",
     ),
     tile: int = typer.Option(256, help="Chip size (multiple of 32); also the prediction tile."),
-    epochs: int = typer.Option(None, help="Most epochs (default: ~400 steps, 20 to 100)."),
+    epochs: int = typer.Option(None, help="Most epochs (default: ~1200 steps, 20 to 300)."),
     patience: int = typer.Option(
-        20, help="Stop after this many epochs without a better mIoU (0: never)."
+        None,
+        help="Stop after this many epochs without a better mIoU (0: never; default: a quarter "
+        "of the epochs, at least 10).",
     ),
     steps_per_epoch: int = typer.Option(
         None, help="Batches per epoch (default: the labelled pixels once)."
