@@ -19,7 +19,8 @@ geoseg itself).
 
 Usage::
 
-    python benchmarks/bench_real.py --tile 128 --batch-size 8      # prints one markdown row
+    python benchmarks/bench_real.py --tile 128 --batch-size 8      # one markdown row (~20-25 min
+                                                                   # on one CPU thread: 1200 steps)
     python benchmarks/bench_real.py --name ce --set loss=ce        # an ablation: one option changed
     python benchmarks/bench_real.py --baseline                     # the per-pixel baseline rows
 """
