@@ -220,23 +220,23 @@ def run_geoseg(paths: dict[str, Path], args: argparse.Namespace) -> tuple[str, f
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:
-    """``["loss=ce", "patience=0"]`` -> TrainOptions fields, typed like the field's default."""
+    """``["loss=ce", "patience=0"]`` -> TrainOptions fields, typed by the field's annotation."""
     from geoseg.options import TrainOptions
 
-    fields = {f.name: f for f in dataclasses.fields(TrainOptions)}
+    types = {f.name: str(f.type) for f in dataclasses.fields(TrainOptions)}
     settings: dict[str, object] = {}
     for item in items:
         key, _, text = item.partition("=")
-        if key not in fields:
+        if key not in types:
             raise SystemExit(f"--set {item}: no TrainOptions field {key!r}")
-        default = fields[key].default
+        kind = types[key]
         if text.lower() == "none":
             settings[key] = None
-        elif isinstance(default, bool):
+        elif kind.startswith("bool"):
             settings[key] = text.lower() in ("1", "true", "yes")
-        elif isinstance(default, float):
+        elif kind.startswith("float"):
             settings[key] = float(text)
-        elif isinstance(default, int) or key in ("epochs", "steps_per_epoch", "patience"):
+        elif kind.startswith("int"):
             settings[key] = int(text)
         else:
             settings[key] = text

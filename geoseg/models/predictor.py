@@ -113,8 +113,8 @@ class D4Predictor:
         import torch
 
         total = None
+        inner = getattr(self.inner, "tensor", None)
         for k, flip in D4:
-            inner = getattr(self.inner, "tensor", None)
             x = np.ascontiguousarray(d4_forward(batch, k, flip))
             probs = inner(x) if callable(inner) else torch.from_numpy(self.inner(x))
             probs = torch.rot90(probs, -k, dims=(-2, -1))  # undo d4_forward
